@@ -1,0 +1,1 @@
+"""The HTTP side: the Litestar app, its routes and error map, and the CLI."""

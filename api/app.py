@@ -1,0 +1,27 @@
+"""The ASGI app: Litestar with the v1 routes, the step fast path in front, the registry inside."""
+
+from collections.abc import Callable
+
+from litestar import Litestar
+
+from api.errors import HANDLERS
+from api.fastpath import StepFastPath
+from api.routes import ROUTES
+from api.settings import Settings
+from supervisor.registry import Limits, Registry
+
+
+def build(settings: Settings, request_exit: Callable[[], None]) -> StepFastPath:
+    registry = Registry(Limits(allow_modules=settings.allow_module, preload=settings.preload))
+    app = Litestar(
+        route_handlers=ROUTES,
+        exception_handlers=HANDLERS,
+        on_startup=[registry.start],
+        on_shutdown=[registry.close_all],
+        openapi_config=None,
+        logging_config=None,
+    )
+    app.state.registry = registry
+    app.state.settings = settings
+    app.state.request_exit = request_exit
+    return StepFastPath(app, registry, settings)

@@ -1,0 +1,61 @@
+"""`gym-supervisor serve`: flags built from Settings' fields, one each, then uvicorn."""
+
+import argparse
+import logging
+import sys
+from typing import Any, get_args, get_origin, get_type_hints
+
+import msgspec
+import uvicorn
+
+from api.app import build
+from api.settings import Settings
+
+SEED_ALIASES = {"host": ["-l", "--listen"], "port": ["-p"]}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gym-supervisor", description="Serve Gymnasium envs over the gym-http-api v1 REST API.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = get_type_hints(Settings, include_extras=True)
+    for field in msgspec.structs.fields(Settings):
+        annotated = hints[field.name]
+        kind, meta = get_args(annotated)[0], get_args(annotated)[1]
+        flag = "--" + field.name.replace("_", "-")
+        names = [flag, *SEED_ALIASES.get(field.name, [])]
+        kwargs: dict[str, Any] = {"dest": field.name, "help": meta.description, "default": field.default}
+        if get_origin(kind) is tuple:
+            kwargs.update(action="append", default=None, help=meta.description)
+        else:
+            kwargs["type"] = kind
+        serve.add_argument(*names, **kwargs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = vars(_parser().parse_args(argv))
+    args.pop("command")
+    fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in args.items() if v is not None}
+    settings = Settings(**fields)
+    logging.basicConfig(
+        level=settings.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    server: uvicorn.Server | None = None
+
+    def request_exit() -> None:
+        assert server is not None
+        server.should_exit = True
+
+    config = uvicorn.Config(
+        build(settings, request_exit), host=settings.host, port=settings.port,
+        loop="uvloop", http="httptools", lifespan="on", log_level=settings.log_level,
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The one map from supervisor errors to HTTP statuses, and JSON error replies."""
+
+import logging
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from supervisor.errors import (
+    BadRequest,
+    EnvCrashed,
+    EnvGone,
+    EnvRaised,
+    EnvTimeout,
+    ServerBusy,
+    SupervisorError,
+)
+
+log = logging.getLogger("gym_supervisor.api")
+
+STATUS: dict[type[SupervisorError], int] = {
+    BadRequest: 400,
+    EnvRaised: 500,
+    EnvCrashed: 502,
+    EnvTimeout: 504,
+    EnvGone: 410,
+    ServerBusy: 503,
+}
+
+
+def status_of(exc: SupervisorError) -> int:
+    return next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), 500)
+
+
+def error_body(message: str) -> bytes:
+    return msgspec.json.encode({"message": message})
+
+
+def supervisor_error(request: Request, exc: SupervisorError) -> Response:
+    return Response(error_body(str(exc)), status_code=status_of(exc), media_type="application/json")
+
+
+def http_error(request: Request, exc: HTTPException) -> Response:
+    message = exc.detail
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}; see the README for the v1 routes"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    return Response(error_body(message), status_code=exc.status_code, media_type="application/json", headers=exc.headers)
+
+
+def internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("internal_error path=%s", request.url.path)
+    return Response(
+        error_body(f"internal server error ({type(exc).__name__}: {exc}); please report it"),
+        status_code=500,
+        media_type="application/json",
+    )
+
+
+HANDLERS = {SupervisorError: supervisor_error, HTTPException: http_error, Exception: internal_error}

@@ -1,0 +1,113 @@
+"""Request bodies and headers read as the seed reads them: pure functions over bytes."""
+
+import math
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from supervisor.errors import BadRequest
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+NOT_JSON = "Request is not a valid json"
+
+
+class CreateBody(msgspec.Struct):
+    env_id: str | None = None
+    seed: int | None = None
+    kwargs: dict[str, Any] = {}
+
+
+class ResetBody(msgspec.Struct):
+    seed: int | None = None
+    options: dict[str, Any] | None = None
+
+
+class MonitorStartBody(msgspec.Struct):
+    directory: str | None = None
+    force: bool = False
+    resume: bool = False
+    video_callable: int | bool = False
+
+
+class UploadBody(msgspec.Struct):
+    training_dir: str | None = None
+    api_key: str | None = None
+    algorithm_id: str | None = None
+
+
+def _absent(value: Any) -> bool:
+    return value is None or value == "" or value == []
+
+
+def parse_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object body; empty or `null` is `{}`."""
+    if not raw.strip():
+        return {}
+    try:
+        obj = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise BadRequest(NOT_JSON) from None
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise BadRequest(f"{NOT_JSON} object")
+    return obj
+
+
+def parse_body(raw: bytes, kind: type[T]) -> T:
+    """Decode a JSON object body into `kind`, ignoring unknown keys.
+
+    As in the seed, a parameter given as null, "" or [] counts as not given.
+    """
+    obj = parse_object(raw)
+    present = {k: v for k, v in obj.items() if k in kind.__struct_fields__ and not _absent(v)}
+    try:
+        return msgspec.convert(present, kind, strict=False)  # lax: "true"/"false" are booleans too
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"Invalid request parameter: {exc}") from None
+
+
+def lenient_body(raw: bytes, kind: type[T]) -> T:
+    """For routes that ignore a body they cannot read (old clients send anything to reset)."""
+    try:
+        return parse_body(raw, kind)
+    except BadRequest:
+        return kind()
+
+
+def required(value: Any, name: str) -> Any:
+    if _absent(value):
+        raise BadRequest(f"A required request parameter '{name}' was not provided")
+    return value
+
+
+TIMEOUT_HEADER = "X-Request-Timeout"
+
+
+def request_timeout(header: str | bytes | None, default: float, cap: float) -> float:
+    """The timeout one request runs under: the client's header if any, never above the cap."""
+    if header is None:
+        return min(default, cap)
+    try:
+        value = float(header)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        shown = header.decode(errors="replace") if isinstance(header, bytes) else header
+        raise BadRequest(f"{TIMEOUT_HEADER} must be a finite positive number of seconds, not {shown!r}")
+    return min(value, cap)
+
+
+def confine(data_dir: Path, directory: str) -> Path:
+    """Map a client's monitor directory under the data dir; refuse one that leaves it.
+
+    Relative paths are taken under the data dir and absolute ones are mapped under it
+    (`/tmp/x` -> `<data_dir>/tmp/x`); `..` and symlinks are resolved before the check.
+    """
+    root = data_dir.resolve()
+    target = (root / directory.lstrip("/")).resolve()
+    if not target.is_relative_to(root):
+        raise BadRequest(f"monitor directory '{directory}' leaves the server's data directory; use a path inside it")
+    return target

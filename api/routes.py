@@ -1,0 +1,146 @@
+"""The v1 routes but step (see fastpath.py): parse the request, call the registry, answer bytes."""
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+
+from api.params import (
+    TIMEOUT_HEADER,
+    CreateBody,
+    MonitorStartBody,
+    ResetBody,
+    UploadBody,
+    confine,
+    lenient_body,
+    parse_object,
+    parse_body,
+    request_timeout,
+    required,
+)
+from api.settings import Settings
+from envproc import protocol
+from supervisor.registry import Registry
+
+JSON = "application/json"
+
+
+def _registry(request: Request) -> Registry:
+    return request.app.state.registry
+
+
+def _timeout(request: Request, default: float | None = None) -> float:
+    s: Settings = request.app.state.settings
+    return request_timeout(request.headers.get(TIMEOUT_HEADER), default or s.step_timeout, s.max_request_timeout)
+
+
+async def _call(request: Request, instance_id: str, kind: type[protocol.Request], **fields: Any) -> Response:
+    body = await _registry(request).call(instance_id, kind, _timeout(request), **fields)
+    return Response(body, media_type=JSON)
+
+
+@post("/v1/envs", status_code=200)
+async def env_create(request: Request) -> Response:
+    args = parse_body(await request.body(), CreateBody)
+    env_id = required(args.env_id, "env_id")
+    timeout = _timeout(request, request.app.state.settings.create_timeout)
+    instance_id = await _registry(request).create(env_id, args.kwargs, args.seed, timeout)
+    return Response(msgspec.json.encode({"instance_id": instance_id}), media_type=JSON)
+
+
+@get("/v1/envs")
+async def env_list_all(request: Request) -> Response:
+    return Response(msgspec.json.encode({"all_envs": _registry(request).list_all()}), media_type=JSON)
+
+
+@post("/v1/envs/{instance_id:str}/reset", status_code=200)
+async def env_reset(request: Request, instance_id: str) -> Response:
+    args = lenient_body(await request.body(), ResetBody)
+    return await _call(request, instance_id, protocol.Reset, seed=args.seed, options=args.options)
+
+
+@get("/v1/envs/{instance_id:str}/action_space")
+async def env_action_space_info(request: Request, instance_id: str) -> Response:
+    return await _call(request, instance_id, protocol.SpaceInfo, space="action")
+
+
+@get("/v1/envs/{instance_id:str}/observation_space")
+async def env_observation_space_info(request: Request, instance_id: str) -> Response:
+    return await _call(request, instance_id, protocol.SpaceInfo, space="observation")
+
+
+@get("/v1/envs/{instance_id:str}/action_space/sample")
+async def env_action_space_sample(request: Request, instance_id: str) -> Response:
+    return await _call(request, instance_id, protocol.Sample)
+
+
+@get("/v1/envs/{instance_id:str}/action_space/contains/{x:str}")
+async def env_action_space_contains(request: Request, instance_id: str, x: str) -> Response:
+    return await _call(request, instance_id, protocol.ActionContains, x=x)
+
+
+@post("/v1/envs/{instance_id:str}/observation_space/contains", status_code=200)
+async def env_observation_space_contains(request: Request, instance_id: str) -> Response:
+    props = parse_object(await request.body())
+    return await _call(request, instance_id, protocol.ObservationContains, props=props)
+
+
+@post("/v1/envs/{instance_id:str}/monitor/start", status_code=204)
+async def env_monitor_start(request: Request, instance_id: str) -> None:
+    args = parse_body(await request.body(), MonitorStartBody)
+    registry = _registry(request)
+    registry.get(instance_id)  # an unknown instance is reported before a missing directory, as the seed does
+    directory = confine(Path(request.app.state.settings.data_dir), required(args.directory, "directory"))
+    every = 0 if args.video_callable is False else int(args.video_callable)
+    await registry.call(
+        instance_id, protocol.MonitorStart, _timeout(request),
+        directory=str(directory), force=args.force, resume=args.resume, video_every=every,
+    )
+
+
+@post("/v1/envs/{instance_id:str}/monitor/close", status_code=204)
+async def env_monitor_close(request: Request, instance_id: str) -> None:
+    await _registry(request).call(instance_id, protocol.MonitorClose, _timeout(request))
+
+
+@post("/v1/envs/{instance_id:str}/close", status_code=204)
+async def env_close(request: Request, instance_id: str) -> None:
+    await _registry(request).close(instance_id)
+
+
+@post("/v1/upload", status_code=200)
+async def upload(request: Request) -> Response:
+    args = parse_body(await request.body(), UploadBody)
+    required(args.training_dir, "training_dir")
+    required(args.api_key, "api_key")
+    message = (
+        "The OpenAI Gym upload service no longer exists, so nothing was uploaded; "
+        "the monitor files stay in the server's data directory"
+    )
+    return Response(msgspec.json.encode({"message": message}), status_code=501, media_type=JSON)
+
+
+@post("/v1/shutdown", status_code=200)
+async def shutdown(request: Request) -> Response:
+    await _registry(request).close_all()
+    asyncio.get_running_loop().call_soon(request.app.state.request_exit)
+    return Response(msgspec.json.encode({"message": "Server shutting down"}), media_type=JSON)
+
+
+ROUTES = [
+    env_create,
+    env_list_all,
+    env_reset,
+    env_action_space_info,
+    env_observation_space_info,
+    env_action_space_sample,
+    env_action_space_contains,
+    env_observation_space_contains,
+    env_monitor_start,
+    env_monitor_close,
+    env_close,
+    upload,
+    shutdown,
+]

@@ -1,0 +1,1 @@
+"""Child side: the worker loop around one env, and value conversion."""

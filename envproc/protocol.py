@@ -1,0 +1,83 @@
+"""The one message protocol between the API process and an env process."""
+
+from typing import Any
+
+import msgspec
+
+
+class Request(msgspec.Struct, frozen=True, tag_field="op", tag=str.lower):
+    """Every request carries `seq`; its reply carries the same one back."""
+
+    seq: int
+
+
+class Make(Request):
+    env_id: str
+    kwargs: dict[str, Any] = {}
+    seed: int | None = None
+
+
+class Reset(Request):
+    seed: int | None = None
+    options: dict[str, Any] | None = None
+
+
+class Step(Request):
+    body: bytes  # the client's raw JSON body: parsed in the child, never in the API process
+
+
+class SpaceInfo(Request):
+    space: str  # "action" or "observation"
+
+
+class Sample(Request):
+    pass
+
+
+class ActionContains(Request):
+    x: str  # as it came in the URL
+
+
+class ObservationContains(Request):
+    props: dict[str, Any]
+
+
+class MonitorStart(Request):
+    directory: str  # absolute, already confined to the data dir by the API process
+    force: bool = False
+    resume: bool = False
+    video_every: int = 0  # record every n-th episode; 0 records none
+
+
+class MonitorClose(Request):
+    pass
+
+
+class Close(Request):
+    pass
+
+
+AnyRequest = Make | Reset | Step | SpaceInfo | Sample | ActionContains | ObservationContains | MonitorStart | MonitorClose | Close
+
+
+class Reply(msgspec.Struct, frozen=True, tag_field="op", tag=str.lower):
+    seq: int
+
+
+class Done(Reply):
+    body: bytes  # the HTTP reply body, JSON encoded in the child; passed through untouched
+
+
+class Raised(Reply):
+    """The request failed in the child; `kind` says whose fault it is."""
+
+    kind: str  # "env": the env raised; "usage": the client misused it; "lookup": make found no such env
+    exc_type: str
+    message: str
+
+
+AnyReply = Done | Raised
+
+encode = msgspec.msgpack.Encoder().encode
+decode_request = msgspec.msgpack.Decoder(AnyRequest).decode
+decode_reply = msgspec.msgpack.Decoder(AnyReply).decode

@@ -1,0 +1,204 @@
+"""The env process: build one env, then answer requests from the pipe until closed."""
+
+import ctypes
+import importlib
+import os
+import signal
+from multiprocessing.connection import Connection
+from typing import Any
+
+import gymnasium as gym
+import msgspec
+import numpy as np
+
+from envproc.convert import BadValue, describe, from_json, parse_scalar, to_json
+from envproc.monitor import EpisodeStats, MonitorInUse
+from envproc.protocol import (
+    ActionContains,
+    AnyRequest,
+    Close,
+    Done,
+    Make,
+    MonitorClose,
+    MonitorStart,
+    ObservationContains,
+    Raised,
+    Reply,
+    Reset,
+    Sample,
+    SpaceInfo,
+    Step,
+    decode_request,
+    encode,
+)
+
+
+class Usage(Exception):
+    """The client asked for something the env cannot do as asked: a 400, not the env's fault."""
+
+
+class LookupFailed(Exception):
+    """gymnasium.make found no such env id."""
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return repr(obj)  # an info value JSON cannot hold still reaches the client, as text
+
+
+to_bytes = msgspec.json.Encoder(enc_hook=_enc_hook).encode
+
+
+class StepBody(msgspec.Struct):
+    action: Any = None
+    render: Any = False
+
+
+class StepReply(msgspec.Struct):
+    observation: Any
+    reward: float
+    done: bool
+    info: dict[str, Any]
+    terminated: bool
+    truncated: bool
+
+
+_decode_step = msgspec.json.Decoder(StepBody | None).decode
+
+
+def parse_step(body: bytes) -> StepBody:
+    """The step body as the seed reads it: `action` required, `render` optional."""
+    try:
+        args = _decode_step(body) if body.strip() else None
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise Usage("Request is not a valid json") from None
+    args = args or StepBody()
+    if args.action is None or args.action == "" or args.action == []:
+        raise Usage("A required request parameter 'action' was not provided")
+    return args
+
+
+class EnvServer:
+    """Owns the env, the seed its first reset takes, and the running monitor."""
+
+    def __init__(self, req: Make) -> None:
+        name = req.env_id.split(":", 1)[-1]
+        try:
+            if ":" in req.env_id:
+                importlib.import_module(req.env_id.split(":", 1)[0])
+            gym.spec(name)
+        except (gym.error.Error, ImportError) as exc:
+            raise LookupFailed(str(exc)) from None
+        self.env = gym.make(req.env_id, **req.kwargs)
+        self.pending_seed = req.seed
+        if req.seed is not None:
+            self.env.action_space.seed(req.seed)
+        self.monitor: EpisodeStats | None = None
+        self.monitor_runs = 0
+
+    def handle(self, req: AnyRequest) -> bytes:
+        env = self.env
+        match req:
+            case Step(body=body):
+                args = parse_step(body)
+                try:
+                    action = from_json(env.action_space, args.action)
+                except BadValue as exc:
+                    raise Usage(f"action {exc}") from None
+                if args.render and env.render_mode is not None:
+                    env.render()
+                obs, reward, terminated, truncated, info = env.step(action)
+                if self.monitor:
+                    self.monitor.on_step(float(reward), terminated or truncated)
+                return to_bytes(
+                    StepReply(to_json(env.observation_space, obs), float(reward), bool(terminated or truncated),
+                              info, bool(terminated), bool(truncated))
+                )
+            case Reset(seed=seed, options=options):
+                if seed is None:
+                    seed, self.pending_seed = self.pending_seed, None
+                obs, info = env.reset(seed=seed, options=options)
+                if self.monitor:
+                    self.monitor.on_reset()
+                return to_bytes({"observation": to_json(env.observation_space, obs), "info": info})
+            case SpaceInfo(space=space):
+                return to_bytes({"info": describe(getattr(env, f"{space}_space"))})
+            case Sample():
+                return to_bytes({"action": to_json(env.action_space, env.action_space.sample())})
+            case ActionContains(x=x):
+                try:
+                    member = env.action_space.contains(from_json(env.action_space, parse_scalar(x)))
+                except BadValue:
+                    member = False
+                return to_bytes({"member": bool(member)})
+            case ObservationContains(props=props):
+                info = describe(env.observation_space)
+                member = all(k in info and to_bytes(info[k]) == to_bytes(v) for k, v in props.items())
+                return to_bytes({"member": member})
+            case MonitorStart():
+                self._close_monitor()
+                self.monitor_runs += 1
+                try:
+                    self.monitor = EpisodeStats(req.directory, self.monitor_runs, req.force, req.resume)
+                except MonitorInUse as exc:
+                    raise Usage(str(exc)) from None
+                return b""
+            case MonitorClose():
+                self._close_monitor()
+                return b""
+            case Close():
+                self._close_monitor()
+                env.close()
+                return b""
+        raise Usage(f"unexpected request {type(req).__name__}")
+
+    def _close_monitor(self) -> None:
+        if self.monitor:
+            self.monitor.flush()
+            self.monitor = None
+
+
+def _raised(seq: int, exc: BaseException) -> Raised:
+    kind = "usage" if isinstance(exc, (Usage, gym.error.ResetNeeded)) else "lookup" if isinstance(exc, LookupFailed) else "env"
+    return Raised(seq, kind, type(exc).__name__, str(exc))
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL us when the forkserver that forked us dies (it dies with the server)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main(conn: Connection) -> None:
+    """Process target: one env's whole life."""
+    os.setsid()  # our own process group, so that kill takes helpers too
+    _die_with_parent()
+    try:
+        first = decode_request(conn.recv_bytes())
+    except EOFError:
+        return
+    assert isinstance(first, Make)
+    try:
+        server = EnvServer(first)
+    except BaseException as exc:
+        conn.send_bytes(encode(_raised(first.seq, exc)))
+        return
+    conn.send_bytes(encode(Done(first.seq, b"")))
+    while True:
+        try:
+            req = decode_request(conn.recv_bytes())
+        except EOFError:
+            return  # the server is gone
+        reply: Reply
+        try:
+            reply = Done(req.seq, server.handle(req))
+        except Exception as exc:  # the env failed, not us: report it and keep serving
+            reply = _raised(req.seq, exc)
+        conn.send_bytes(encode(reply))
+        if isinstance(req, Close):
+            return

@@ -1,0 +1,63 @@
+"""Every error the supervisor raises.
+
+SupervisorError
+ +-- BadRequest          the request itself is wrong (bad parameter, module not allowed, bad path)
+ |    +-- UnknownInstance     no env has this instance id
+ |    +-- EnvUsage            the env refused the request as the client's mistake (step before reset)
+ |    +-- LookupFailed        gymnasium.make knows no such env id
+ +-- EnvRaised           the env's own code raised; the env is still alive and usable
+ +-- EnvCrashed          the env process died while answering this request
+ +-- EnvTimeout          the env did not answer in time and was killed
+ +-- EnvGone             the env died earlier; only close is left
+ +-- ServerBusy          the server cannot start another env now
+"""
+
+
+class SupervisorError(Exception):
+    """Base of all errors; `str()` is the message for the person who reads it."""
+
+
+class BadRequest(SupervisorError):
+    """Raised when a request's parameters are missing or wrong."""
+
+
+class UnknownInstance(BadRequest):
+    """Raised when no env has the instance id (never created, or closed)."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(f"Instance_id {instance_id} unknown")
+
+
+class EnvUsage(BadRequest):
+    """Raised when the env refuses a request as the client's mistake."""
+
+
+class LookupFailed(BadRequest):
+    """Raised when create names an env id that Gymnasium cannot make."""
+
+    def __init__(self, env_id: str, detail: str) -> None:
+        super().__init__(f"Attempted to look up malformed environment ID '{env_id}': {detail}")
+
+
+class EnvRaised(SupervisorError):
+    """Raised when the env's code raised an exception; the env process lives on."""
+
+    def __init__(self, where: str, exc_type: str, message: str) -> None:
+        self.exc_type = exc_type
+        super().__init__(f"{where} raised {exc_type}: {message}")
+
+
+class EnvCrashed(SupervisorError):
+    """Raised when the env process died during the request."""
+
+
+class EnvTimeout(SupervisorError):
+    """Raised when the env did not answer in time and was killed for it."""
+
+
+class EnvGone(SupervisorError):
+    """Raised for any request but close to an env that died earlier."""
+
+
+class ServerBusy(SupervisorError):
+    """Raised when the server is shutting down and starts no more envs."""

@@ -1,0 +1,198 @@
+"""One env's child process behind a small interface: start, call with timeout, kill, info."""
+
+import asyncio
+import enum
+import os
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.context import BaseContext
+from typing import Any
+
+from envproc import worker
+from envproc.protocol import Close, Done, Make, Raised, Request, encode
+from supervisor.errors import EnvCrashed, EnvGone, EnvRaised, EnvTimeout, EnvUsage, LookupFailed
+from supervisor.exits import describe_exit
+from supervisor.pipe import PipeLost, ReplyPipe
+
+# Process.start() talks to the forkserver synchronously; one thread does it for every env so
+# that the event loop never waits on it and multiprocessing's bookkeeping is never raced.
+_starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-start")
+
+REAP_WAIT = 5.0  # seconds to wait for a killed or closing process to be reaped
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    BUSY = "busy"
+    DEAD = "dead"
+    CLOSED = "closed"
+
+
+class EnvHandle:
+    """Owns one env's process, its pipe end, its state and its cause of death."""
+
+    def __init__(self, ctx: BaseContext, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None) -> None:
+        self._ctx = ctx
+        self.instance_id = instance_id
+        self.env_id = env_id
+        self.kwargs = kwargs
+        self.seed = seed
+        self.pid: int | None = None
+        self.cause: str | None = None  # set once, when the process is known dead or doomed
+        self.created = time.time()
+        self._closed = False
+        self._seq = 0
+        self._proc: Any = None
+        self._pipe: ReplyPipe | None = None
+        self._exited: asyncio.Future[int | None] | None = None
+
+    # --- the interface ---
+
+    async def start(self, timeout: float) -> None:
+        """Start the process and build the env; on any failure nothing is left running."""
+        loop = asyncio.get_running_loop()
+        parent_end, child_end = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=worker.main, args=(child_end,), name=f"env-{self.instance_id}")
+        try:
+            await loop.run_in_executor(_starter, self._proc.start)
+        finally:
+            child_end.close()  # ours only: the child's death must read as EOF here
+        self.pid = self._proc.pid
+        self._exited = loop.create_future()
+        loop.add_reader(self._proc.sentinel, self._on_sentinel)
+        sock = socket.socket(fileno=os.dup(parent_end.fileno()))
+        parent_end.close()
+        _, self._pipe = await loop.create_unix_connection(
+            lambda: ReplyPipe(self._on_pipe_lost, self._on_mismatch), sock=sock
+        )
+        try:
+            await self.call(Make, timeout, env_id=self.env_id, kwargs=self.kwargs, seed=self.seed)
+        except BaseException:
+            await self.kill(self.cause or "failed to start")
+            self._release()
+            raise
+
+    async def call(self, kind: type[Request], timeout: float, **fields: Any) -> bytes:
+        """Send one request and return the reply's body; env failures come back as errors."""
+        if self.cause is not None:
+            raise EnvGone(f"{self._name} {self.cause}; close it and create a new one")
+        assert self._pipe is not None
+        self._seq += 1
+        fut = self._pipe.send(self._seq, encode(kind(self._seq, **fields)))
+        try:
+            async with asyncio.timeout(timeout):
+                reply = await fut
+        except TimeoutError:
+            await self.kill(f"was killed after {timeout:g} s without a reply")
+            raise EnvTimeout(f"{self._name} {self.cause}; create a new one") from None
+        except PipeLost:
+            await self._wait_exit()
+            raise EnvCrashed(f"{self._name} {self.cause}; close it and create a new one") from None
+        if type(reply) is Done:
+            return reply.body
+        assert isinstance(reply, Raised)
+        if reply.kind == "usage":
+            raise EnvUsage(f"{self._name}: {_usage_advice(reply)}")
+        if reply.kind == "lookup":
+            raise LookupFailed(self.env_id, reply.message)
+        raise EnvRaised(f"{self._name}", reply.exc_type, reply.message)
+
+    async def kill(self, cause: str) -> None:
+        """SIGKILL the env's whole process group (it cannot ignore that), then reap it."""
+        if self.cause is None:
+            self.cause = cause
+        self._signal_group()
+        await self._wait_exit()
+
+    async def close(self, timeout: float) -> None:
+        """Ask the env to close; kill it if it will not. Afterwards no process is left."""
+        if self.cause is None and self._pipe is not None:
+            try:
+                await self.call(Close, timeout)
+            except Exception:
+                pass  # closing anyway: a dead, raising or hung env is killed below
+        if self._exited is not None and not self._exited.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exited), min(timeout, 1.0))
+            except TimeoutError:
+                pass
+        await self.kill("was closed")
+        self._release()
+        self._closed = True
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "env_id": self.env_id,
+            "state": self.state.value,
+            "pid": self.pid,
+            "created": self.created,
+            "cause": self.cause,
+        }
+
+    @property
+    def state(self) -> State:
+        if self._closed:
+            return State.CLOSED
+        if self.cause is not None:
+            return State.DEAD
+        if self._pipe is None or self._seq == 0:
+            return State.STARTING
+        return State.BUSY if self._pipe.in_flight else State.READY
+
+    # --- process plumbing ---
+
+    @property
+    def _name(self) -> str:
+        return f"env {self.instance_id} ({self.env_id})"
+
+    def _signal_group(self) -> None:
+        if self.pid is None or (self._exited is not None and self._exited.done()):
+            return  # reaped: its pid may belong to someone else now
+        for send in (os.killpg, os.kill):  # the group if setsid() already ran, the process anyway
+            try:
+                send(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def _on_sentinel(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._proc.sentinel)
+        code = self._proc.exitcode  # readable sentinel: this does not block
+        if self.cause is None:
+            self.cause = describe_exit(code)
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(code)
+
+    def _on_pipe_lost(self) -> None:
+        pass  # the sentinel tells how it ended; a request in flight waits for it in _wait_exit
+
+    def _on_mismatch(self, what: str) -> None:
+        self.cause = f"broke the protocol: it {what}"
+        self._signal_group()
+
+    async def _wait_exit(self) -> None:
+        assert self._exited is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._exited), REAP_WAIT)
+        except TimeoutError:
+            # It closed its pipe but lives on, or ignores SIGKILL's delivery (D state): make sure.
+            if self.cause is None:
+                self.cause = "closed its pipe without exiting and was killed"
+            self._signal_group()
+
+    def _release(self) -> None:
+        if self._pipe is not None:
+            self._pipe.close()
+        if self._proc is not None and self._exited is not None and self._exited.done():
+            self._proc.join(0)
+            self._proc.close()
+
+
+def _usage_advice(reply: Raised) -> str:
+    if reply.exc_type == "ResetNeeded":
+        return f"{reply.message}; call reset first"
+    return reply.message

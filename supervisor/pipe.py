@@ -1,0 +1,103 @@
+"""The parent's end of an env pipe as an asyncio protocol: frames in, replies out in order."""
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from envproc.protocol import AnyReply, decode_reply
+
+# multiprocessing.Connection's framing, which the child's send_bytes/recv_bytes use: a signed
+# 4-byte big-endian length, or -1 followed by an 8-byte length for frames of 2 GiB and more.
+_BIG = -1
+_MAX_SMALL = 0x7FFFFFFF
+
+
+def frame(payload: bytes) -> bytes:
+    n = len(payload)
+    if n < _MAX_SMALL:
+        return n.to_bytes(4, "big") + payload
+    return _BIG.to_bytes(4, "big", signed=True) + n.to_bytes(8, "big") + payload
+
+
+class PipeLost(Exception):
+    """The child's end of the pipe closed: it died, or closed it."""
+
+
+class ReplyPipe(asyncio.Protocol):
+    """Owns the byte stream from one child and the FIFO of requests waiting for their replies.
+
+    The child answers strictly in order, so each reply belongs to the oldest waiting request;
+    its seq must say so. A request whose waiter gave up (timeout, client gone) keeps its place
+    and its late reply is dropped, so it can never be read as the answer to a later request.
+    """
+
+    def __init__(self, on_lost: Callable[[], None], on_mismatch: Callable[[str], None]) -> None:
+        self._buf = bytearray()
+        self._waiting: deque[tuple[int, asyncio.Future[AnyReply]]] = deque()
+        self._transport: asyncio.Transport | None = None
+        self._on_lost = on_lost
+        self._on_mismatch = on_mismatch
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def send(self, seq: int, payload: bytes) -> "asyncio.Future[AnyReply]":
+        fut: asyncio.Future[AnyReply] = asyncio.get_running_loop().create_future()
+        if self.lost:
+            fut.set_exception(PipeLost())
+            return fut
+        self._waiting.append((seq, fut))
+        assert self._transport is not None
+        self._transport.write(frame(payload))
+        return fut
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._waiting)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        start = 0
+        while True:
+            avail = len(buf) - start
+            if avail < 4:
+                break
+            n = int.from_bytes(buf[start : start + 4], "big", signed=True)
+            head = 4
+            if n == _BIG:
+                if avail < 12:
+                    break
+                n, head = int.from_bytes(buf[start + 4 : start + 12], "big"), 12
+            if avail < head + n:
+                break
+            body = bytes(buf[start + head : start + head + n])
+            start += head + n
+            self._deliver(body)
+        if start:
+            del buf[:start]
+
+    def _deliver(self, raw: bytes) -> None:
+        reply = decode_reply(raw)
+        if not self._waiting:
+            self._on_mismatch(f"sent a reply (seq {reply.seq}) nobody asked for")
+            return
+        seq, fut = self._waiting.popleft()
+        if reply.seq != seq:
+            self._on_mismatch(f"answered request {seq} with the reply to {reply.seq}")
+            return
+        if not fut.done():
+            fut.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        while self._waiting:
+            _, fut = self._waiting.popleft()
+            if not fut.done():
+                fut.set_exception(PipeLost())
+        self._on_lost()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()

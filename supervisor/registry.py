@@ -1,0 +1,93 @@
+"""Every env of the server by instance id, and the forkserver their processes come from."""
+
+import asyncio
+import importlib.util
+import multiprocessing
+import uuid
+from typing import Any
+
+import msgspec
+
+from envproc import protocol
+from supervisor.errors import BadRequest, ServerBusy, UnknownInstance
+from supervisor.handle import EnvHandle
+
+# Imported once in the forkserver, so that every env process starts with them loaded.
+BASE_PRELOAD = ("envproc.worker", "gymnasium.envs.classic_control", "gymnasium.envs.toy_text")
+
+CLOSE_TIMEOUT = 5.0
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """What the registry enforces; the API layer builds it from the server's settings."""
+
+    allow_modules: tuple[str, ...] = ()
+    preload: tuple[str, ...] = ()
+
+
+class Registry:
+    """Owns every env handle, keyed by instance id, from create until close."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._envs: dict[str, EnvHandle] = {}
+        self._closing = False
+
+    async def start(self) -> None:
+        """Start the forkserver with its modules imported, so the first create is fast too."""
+        for name in self.limits.preload:
+            if importlib.util.find_spec(name) is None:
+                raise BadRequest(f"--preload {name}: no such module")
+        self._ctx.set_forkserver_preload([*BASE_PRELOAD, *self.limits.preload])
+        from multiprocessing import forkserver
+
+        await asyncio.get_running_loop().run_in_executor(None, forkserver.ensure_running)
+
+    def check_env_id(self, env_id: str) -> None:
+        """Refuse `module:EnvId` for a module not allowed, before anything imports it."""
+        if ":" not in env_id:
+            return
+        module = env_id.split(":", 1)[0]
+        allowed = self.limits.allow_modules + self.limits.preload
+        if module not in allowed:
+            hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+            raise BadRequest(
+                f"module '{module}' of env id '{env_id}' is not allowed on this server "
+                f"(the admin allows one with --allow-module {module}){hint}"
+            )
+
+    async def create(self, env_id: str, kwargs: dict[str, Any], seed: int | None, timeout: float) -> str:
+        if self._closing:
+            raise ServerBusy("the server is shutting down and starts no new env")
+        self.check_env_id(env_id)
+        instance_id = uuid.uuid4().hex[:8]
+        while instance_id in self._envs:
+            instance_id = uuid.uuid4().hex[:8]
+        handle = EnvHandle(self._ctx, instance_id, env_id, kwargs, seed)
+        await handle.start(timeout)
+        self._envs[instance_id] = handle
+        return instance_id
+
+    def get(self, instance_id: str) -> EnvHandle:
+        try:
+            return self._envs[instance_id]
+        except KeyError:
+            raise UnknownInstance(instance_id) from None
+
+    async def call(self, instance_id: str, kind: type[protocol.Request], timeout: float, **fields: Any) -> bytes:
+        return await self.get(instance_id).call(kind, timeout, **fields)
+
+    def list_all(self) -> dict[str, str]:
+        return {iid: h.env_id for iid, h in self._envs.items()}
+
+    async def close(self, instance_id: str, timeout: float = CLOSE_TIMEOUT) -> None:
+        handle = self._envs.pop(instance_id, None)
+        if handle is None:
+            raise UnknownInstance(instance_id)
+        await handle.close(timeout)
+
+    async def close_all(self) -> None:
+        self._closing = True
+        ids = list(self._envs)
+        await asyncio.gather(*(self.close(i) for i in ids), return_exceptions=True)
