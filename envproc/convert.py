@@ -57,7 +57,7 @@ def _(space: spaces.MultiDiscrete) -> dict[str, Any]:
 @describe.register
 def _(space: spaces.MultiBinary) -> dict[str, Any]:
     n = space.n
-    return {"name": "MultiBinary", "n": n.tolist() if isinstance(n, np.ndarray) else n, "shape": list(space.shape)}
+    return {"name": "MultiBinary", "n": n if isinstance(n, int) else list(np.asarray(n).tolist()), "shape": list(space.shape)}
 
 
 @describe.register

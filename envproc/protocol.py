@@ -71,7 +71,9 @@ class Done(Reply):
 class Raised(Reply):
     """The request failed in the child; `kind` says whose fault it is."""
 
-    kind: str  # "env": the env raised; "usage": the client misused it; "lookup": make found no such env
+    # "env": the env raised; "usage": the client misused the env; "request": the request body is
+    # bad; "lookup": make found no such env id
+    kind: str
     exc_type: str
     message: str
 

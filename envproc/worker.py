@@ -37,6 +37,10 @@ class Usage(Exception):
     """The client asked for something the env cannot do as asked: a 400, not the env's fault."""
 
 
+class BadBody(Usage):
+    """The request body itself is unreadable or lacks a parameter: reported in the seed's words."""
+
+
 class LookupFailed(Exception):
     """gymnasium.make found no such env id."""
 
@@ -74,10 +78,10 @@ def parse_step(body: bytes) -> StepBody:
     try:
         args = _decode_step(body) if body.strip() else None
     except (msgspec.DecodeError, msgspec.ValidationError):
-        raise Usage("Request is not a valid json") from None
+        raise BadBody("Request is not a valid json") from None
     args = args or StepBody()
     if args.action is None or args.action == "" or args.action == []:
-        raise Usage("A required request parameter 'action' was not provided")
+        raise BadBody("A required request parameter 'action' was not provided")
     return args
 
 
@@ -162,7 +166,14 @@ class EnvServer:
 
 
 def _raised(seq: int, exc: BaseException) -> Raised:
-    kind = "usage" if isinstance(exc, (Usage, gym.error.ResetNeeded)) else "lookup" if isinstance(exc, LookupFailed) else "env"
+    if isinstance(exc, BadBody):
+        kind = "request"
+    elif isinstance(exc, (Usage, gym.error.ResetNeeded)):
+        kind = "usage"
+    elif isinstance(exc, LookupFailed):
+        kind = "lookup"
+    else:
+        kind = "env"
     return Raised(seq, kind, type(exc).__name__, str(exc))
 
 

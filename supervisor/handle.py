@@ -12,7 +12,7 @@ from typing import Any
 
 from envproc import worker
 from envproc.protocol import Close, Done, Make, Raised, Request, encode
-from supervisor.errors import EnvCrashed, EnvGone, EnvRaised, EnvTimeout, EnvUsage, LookupFailed
+from supervisor.errors import BadRequest, EnvCrashed, EnvGone, EnvRaised, EnvTimeout, EnvUsage, LookupFailed
 from supervisor.exits import describe_exit
 from supervisor.pipe import PipeLost, ReplyPipe
 
@@ -94,6 +94,8 @@ class EnvHandle:
         if type(reply) is Done:
             return reply.body
         assert isinstance(reply, Raised)
+        if reply.kind == "request":
+            raise BadRequest(reply.message)
         if reply.kind == "usage":
             raise EnvUsage(f"{self._name}: {_usage_advice(reply)}")
         if reply.kind == "lookup":

@@ -1,0 +1,102 @@
+"""A real server on a free loopback port, started as a user would start it."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FAULTY = "tests.faulty_envs"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    url: str
+    data_dir: Path
+    log: Path
+    extra: list[str] = field(default_factory=list)
+
+    def descendants(self) -> set[int]:
+        return {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        self.proc.wait(15)
+
+
+def start_server(tmp: Path, *extra: str) -> Server:
+    port = free_port()
+    data_dir = tmp / "data"
+    log = tmp / f"server-{port}.log"
+    cmd = [sys.executable, "-m", "api", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--data-dir", str(data_dir), "--allow-module", FAULTY, *extra]
+    out = open(log, "wb")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:  # the server answers, or it died: either ends this wait
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()}")
+        try:
+            if httpx.get(f"{url}/v1/envs/", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"server did not answer in 30 s: {log.read_text()}")
+        time.sleep(0.05)
+    return Server(proc, url, data_dir, log, list(extra))
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("server"))
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture()
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+def create(client: httpx.Client, env_id: str, **body: object) -> str:
+    r = client.post("/v1/envs/", json={"env_id": env_id, **body})
+    assert r.status_code == 200, r.text
+    return r.json()["instance_id"]
+
+
+def faulty(name: str) -> str:
+    return f"{FAULTY}:{name}-v0"
+
+
+def gone(pid: int, timeout: float = 5.0) -> bool:
+    """True once no process (not even a zombie) has this pid."""
+    try:
+        psutil.Process(pid).wait(timeout)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.TimeoutExpired:
+        return False
+    return not psutil.pid_exists(pid)

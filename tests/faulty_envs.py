@@ -1,0 +1,130 @@
+"""Envs that fail on purpose, one failure each, for the server's tests.
+
+Every env's reset returns its pid in info, so a test can check on (or kill) its process.
+`signal_path`, where given, is a FIFO the env writes one byte to just before it misbehaves,
+so a test can wait for the fault to be under way instead of sleeping.
+"""
+
+import ctypes
+import os
+import signal
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class Base(gym.Env):
+    observation_space = spaces.Discrete(3)
+    action_space = spaces.Discrete(20)
+
+    def __init__(self, signal_path: str | None = None) -> None:
+        self.signal_path = signal_path
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        return 0, {"pid": os.getpid()}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        self.announce()
+        self.fault(action)
+        return 1, 0.0, False, False, {}
+
+    def announce(self) -> None:
+        if self.signal_path:
+            with open(self.signal_path, "w") as fifo:
+                fifo.write("x")
+
+    def fault(self, action: Any) -> None:
+        pass
+
+
+class Raises(Base):
+    def fault(self, action: Any) -> None:
+        raise ValueError(f"bad luck with action {action}")
+
+
+class Segfaults(Base):
+    def fault(self, action: Any) -> None:
+        ctypes.string_at(0)
+
+
+class Exits(Base):
+    def fault(self, action: Any) -> None:
+        os._exit(3)
+
+
+class Spins(Base):
+    def fault(self, action: Any) -> None:
+        while True:
+            pass
+
+
+class IgnoresTerm(Base):
+    def fault(self, action: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(3600)
+
+
+class Slow(Base):
+    """Takes action/10 seconds to step."""
+
+    def fault(self, action: Any) -> None:
+        time.sleep(int(action) / 10)
+
+
+class HangsInInit(Base):
+    def __init__(self, signal_path: str | None = None) -> None:
+        time.sleep(3600)
+
+
+class RaisesInInit(Base):
+    def __init__(self, signal_path: str | None = None) -> None:
+        raise RuntimeError("this env cannot be built")
+
+
+class Structured(gym.Env):
+    """Dict, Tuple, MultiDiscrete, MultiBinary and Text spaces; it echoes the action back."""
+
+    action_space = spaces.Dict(
+        {
+            "move": spaces.MultiDiscrete([3, 4]),
+            "aim": spaces.Tuple((spaces.Discrete(5, start=-2), spaces.Box(-1.0, 1.0, (2, 2), np.float32))),
+        }
+    )
+    observation_space = spaces.Dict(
+        {
+            "echo": action_space,
+            "flags": spaces.MultiBinary(4),
+            "note": spaces.Text(max_length=8, charset="abc"),
+        }
+    )
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self.observation_space.seed(seed)
+        return self.observation_space.sample(), {"pid": os.getpid(), "arr": np.arange(3), "x": np.float32(0.5)}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        obs = {"echo": action, "flags": np.array([1, 0, 1, 0], np.int8), "note": "abc"}
+        return obs, 1.0, False, False, {"n": np.int64(7)}
+
+
+class Image(gym.Env):
+    """An 84x84x3 uint8 observation, as Atari-like envs give."""
+
+    observation_space = spaces.Box(0, 255, (84, 84, 3), np.uint8)
+    action_space = spaces.Discrete(4)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        return self.np_random.integers(0, 256, (84, 84, 3), dtype=np.uint8), {}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        return np.full((84, 84, 3), int(action), np.uint8), 0.0, False, False, {}
+
+
+for _cls in (Raises, Segfaults, Exits, Spins, IgnoresTerm, Slow, HangsInInit, RaisesInInit, Structured, Image):
+    gym.register(id=f"{_cls.__name__}-v0", entry_point=_cls, disable_env_checker=True)

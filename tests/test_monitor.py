@@ -1,0 +1,62 @@
+"""Monitor files as the old gym Monitor wrote them, confined to the data dir."""
+
+import json
+import os
+
+import httpx
+import pytest
+
+from tests.conftest import Server, create
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def run_episodes(client: httpx.Client, iid: str, episodes: int) -> None:
+    for _ in range(episodes):
+        client.post(f"/v1/envs/{iid}/reset/")
+        while not client.post(f"/v1/envs/{iid}/step/", json={"action": 0}).json()["done"]:
+            pass
+
+
+def test_stats_files_are_written_at_episode_end_and_close(client: httpx.Client, server: Server) -> None:
+    iid = create(client, "CartPole-v1", kwargs={"max_episode_steps": 4})
+    r = client.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "/tmp/run1", "force": True})
+    assert r.status_code == 204 and r.content == b""
+    run_episodes(client, iid, 2)
+    files = list((server.data_dir / "tmp" / "run1").glob("openaigym.episode_batch.1.*.stats.json"))
+    assert len(files) == 1
+    stats = json.loads(files[0].read_text())
+    assert stats["episode_lengths"] == [4, 4] and stats["episode_rewards"] == [4.0, 4.0]
+    assert len(stats["timestamps"]) == 2 and stats["initial_reset_timestamp"] <= stats["timestamps"][0]
+    assert client.post(f"/v1/envs/{iid}/monitor/close/").status_code == 204
+    client.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "/tmp/run1", "resume": True})
+    run_episodes(client, iid, 1)
+    client.post(f"/v1/envs/{iid}/monitor/close/")
+    second = list((server.data_dir / "tmp" / "run1").glob("openaigym.episode_batch.2.*.stats.json"))
+    assert len(second) == 1 and json.loads(second[0].read_text())["episode_lengths"] == [4]
+
+
+def test_used_directory_needs_force_or_resume(client: httpx.Client) -> None:
+    iid = create(client, "CartPole-v1", kwargs={"max_episode_steps": 2})
+    client.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "used", "force": True})
+    run_episodes(client, iid, 1)
+    r = client.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "used"})
+    assert r.status_code == 400 and "force=true" in r.json()["message"]
+    assert client.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "used", "force": "true"}).status_code == 204
+
+
+@pytest.mark.parametrize("directory", ["../outside", "/../../etc", "a/../../b"])
+def test_directory_that_leaves_the_data_dir_is_400(client: httpx.Client, directory: str) -> None:
+    iid = create(client, "CartPole-v1")
+    r = client.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": directory})
+    assert r.status_code == 400 and "leaves the server's data directory" in r.json()["message"]
+
+
+def test_symlink_out_of_the_data_dir_is_400(client: httpx.Client, server: Server, tmp_path: object) -> None:
+    server.data_dir.mkdir(parents=True, exist_ok=True)
+    link = server.data_dir / "escape"
+    if not link.exists():
+        os.symlink("/", link)
+    iid = create(client, "CartPole-v1")
+    r = client.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "escape/tmp"})
+    assert r.status_code == 400

@@ -1,0 +1,101 @@
+"""Requests as old clients in other languages send them: each must work."""
+
+import http.client
+import json
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import Server, create
+
+pytestmark = pytest.mark.timeout(60)
+
+ODD_BODIES = [
+    (b"", {}),
+    (b'""', {"Content-Type": "application/json"}),
+    (b"null", {"Content-Type": "application/json"}),
+    (b"", {"Content-Type": "application/x-www-form-urlencoded"}),
+    (b"whatever", {"Content-Type": "text/plain"}),
+    (b"{}", {}),
+]
+
+
+@pytest.mark.parametrize(("body", "headers"), ODD_BODIES)
+def test_reset_close_and_monitor_close_ignore_their_body(client: httpx.Client, body: bytes, headers: dict) -> None:
+    iid = create(client, "CartPole-v1")
+    r = client.post(f"/v1/envs/{iid}/reset/", content=body, headers=headers)
+    assert r.status_code == 200 and len(r.json()["observation"]) == 4
+    assert client.post(f"/v1/envs/{iid}/monitor/close/", content=body, headers=headers).status_code == 204
+    assert client.post(f"/v1/envs/{iid}/close/", content=body, headers=headers).status_code == 204
+
+
+def test_json_without_content_type_is_read(client: httpx.Client) -> None:
+    r = client.post("/v1/envs/", content=b'{"env_id": "CartPole-v1"}', headers={"Content-Type": "text/plain"})
+    assert r.status_code == 200 and "instance_id" in r.json()
+
+
+def test_body_that_is_not_json_is_400(client: httpx.Client) -> None:
+    r = client.post("/v1/envs/", content=b"env_id=CartPole-v1", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400 and r.json() == {"message": "Request is not a valid json"}
+    iid = create(client, "CartPole-v1")
+    client.post(f"/v1/envs/{iid}/reset/")
+    r = client.post(f"/v1/envs/{iid}/step/", content=b"{action: 1")
+    assert r.status_code == 400 and r.json() == {"message": "Request is not a valid json"}
+
+
+def test_unknown_keys_are_ignored(client: httpx.Client) -> None:
+    iid = create(client, "CartPole-v1", colour="blue")
+    client.post(f"/v1/envs/{iid}/reset/", json={"please": True})
+    assert client.post(f"/v1/envs/{iid}/step/", json={"action": 1, "render": False, "extra": [1]}).status_code == 200
+
+
+@pytest.mark.parametrize("flag", [True, False, "true", "false"])
+def test_force_and_resume_take_booleans_and_strings(client: httpx.Client, flag: object) -> None:
+    iid = create(client, "CartPole-v1")
+    r = client.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": f"odd-{iid}", "force": flag, "resume": flag})
+    assert r.status_code == 204, r.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/v1/envs", {"env_id": "CartPole-v1"}, 200),
+        ("GET", "/v1/envs", None, 200),
+        ("POST", "/v1/envs/{id}/reset", None, 200),
+        ("POST", "/v1/envs/{id}/step", {"action": 0}, 200),
+        ("GET", "/v1/envs/{id}/action_space", None, 200),
+        ("GET", "/v1/envs/{id}/observation_space", None, 200),
+        ("GET", "/v1/envs/{id}/action_space/sample", None, 200),
+        ("GET", "/v1/envs/{id}/action_space/contains/1", None, 200),
+        ("POST", "/v1/envs/{id}/observation_space/contains", {"name": "Box"}, 200),
+        ("POST", "/v1/envs/{id}/monitor/start", {"directory": "slashes", "force": True}, 204),
+        ("POST", "/v1/envs/{id}/monitor/close", None, 204),
+        ("POST", "/v1/upload", {"training_dir": "x"}, 400),
+        ("POST", "/v1/envs/{id}/close", None, 204),
+    ],
+)
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_every_path_answers_with_and_without_slash(
+    client: httpx.Client, method: str, path: str, body: object, status: int, slash: str
+) -> None:
+    iid = create(client, "CartPole-v1")
+    client.post(f"/v1/envs/{iid}/reset/")
+    r = client.request(method, path.format(id=iid) + slash, json=body)
+    assert r.status_code == status, r.text  # answered directly: httpx follows no redirect by default
+
+
+@pytest.mark.parametrize("connection", ["keep-alive", "close"])
+def test_keep_alive_and_connection_close(server: Server, connection: str) -> None:
+    url = urlsplit(server.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    try:
+        for _ in range(3):
+            conn.request("POST", "/v1/envs/", body=json.dumps({"env_id": "CartPole-v1"}), headers={"Connection": connection})
+            r = conn.getresponse()
+            assert r.status == 200 and "instance_id" in json.loads(r.read())
+            if connection == "close":
+                assert r.getheader("connection") == "close"
+                conn.close()
+    finally:
+        conn.close()
