@@ -99,3 +99,8 @@ def test_keep_alive_and_connection_close(server: Server, connection: str) -> Non
                 conn.close()
     finally:
         conn.close()
+
+
+def test_wrong_method_is_json_405(client: httpx.Client) -> None:
+    r = client.get("/v1/upload/")
+    assert r.status_code == 405 and "GET" in r.json()["message"]

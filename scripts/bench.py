@@ -1,0 +1,339 @@
+"""scripts/bench: the server beside its floors, measured interleaved in rounds on one machine.
+
+Floors: env.step in-process; one pipe round trip to a child, awaited on the event loop; a bare
+Litestar route on uvicorn with the server's own settings (the HTTP floor). The client is raw
+HTTP/1.1 on keep-alive sockets; its own cost per request is measured and printed too.
+"""
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import msgspec
+import psutil
+import uvloop
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from supervisor.pipe import frame  # noqa: E402
+
+STEP_BODY = b'{"action":1}'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method: str, path: str, body: bytes = b"") -> bytes:
+    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def parse(buf: bytearray) -> tuple[int, bytes] | None:
+    """One whole response at the start of buf, removed from it; None if not all there yet."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buf[:end])
+    i = head.lower().find(b"content-length:")
+    n = int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]) if i >= 0 else 0
+    if len(buf) < end + 4 + n:
+        return None
+    body = bytes(buf[end + 4 : end + 4 + n])
+    del buf[: end + 4 + n]
+    return int(head[9:12]), body
+
+
+class Raw:
+    """One keep-alive connection, one request at a time."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.connect()
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", self.port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+
+    def call(self, req: bytes) -> tuple[int, bytes]:
+        self.sock.sendall(req)
+        while (got := parse(self.buf)) is None:
+            data = self.sock.recv(1 << 20)
+            if not data:  # uvicorn closed the idle keep-alive connection: ask again on a new one
+                self.sock.close()
+                self.connect()
+                return self.call(req)
+            self.buf += data
+        return got
+
+    def json(self, method: str, path: str, body: object = None) -> object:
+        status, out = self.call(http(method, path, b"" if body is None else msgspec.json.encode(body)))
+        assert status in (200, 204), (status, out)
+        return msgspec.json.decode(out) if out else None
+
+
+def latencies(port: int, req: bytes, n: int) -> list[float]:
+    c = Raw(port)
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        status, _ = c.call(req)
+        out.append(time.perf_counter() - t)
+        assert status == 200, status
+    c.sock.close()
+    return out
+
+
+class _Proto(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.waiter: asyncio.Future | None = None
+
+    def connection_made(self, t: asyncio.BaseTransport) -> None:
+        self.t = t
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.waiter and not self.waiter.done() and (got := parse(self.buf)) is not None:
+            self.waiter.set_result(got)
+
+
+async def _one_client(port: int, req: bytes, stop: float) -> int:
+    loop = asyncio.get_running_loop()
+    t, p = await loop.create_connection(_Proto, "127.0.0.1", port)
+    t.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    n = 0
+    while time.perf_counter() < stop:
+        p.waiter = loop.create_future()
+        t.write(req)
+        status, _ = await p.waiter
+        assert status == 200
+        n += 1
+    t.close()
+    return n
+
+
+def throughput(port: int, reqs: list[bytes], seconds: float) -> float:
+    async def run() -> int:
+        stop = time.perf_counter() + seconds
+        return sum(await asyncio.gather(*(_one_client(port, r, stop) for r in reqs)))
+
+    return uvloop.run(run()) / seconds
+
+
+def client_cost(n: int = 20000) -> float:
+    """What the latency client spends per request on its own: build, parse (no network)."""
+    canned = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 110\r\n\r\n" + b"x" * 110
+    t = time.perf_counter()
+    for _ in range(n):
+        http("POST", "/v1/envs/abcdefgh/step", STEP_BODY)
+        parse(bytearray(canned))
+    return (time.perf_counter() - t) / n
+
+
+def env_step_floor(n: int) -> list[float]:
+    env = gym.make("CartPole-v1")
+    env.reset(seed=0)
+    out = []
+    for i in range(n):
+        t = time.perf_counter()
+        _, _, term, trunc, _ = env.step(i % 2)
+        out.append(time.perf_counter() - t)
+        if term or trunc:
+            env.reset()
+    return out
+
+
+def _echo(conn: "multiprocessing.connection.Connection") -> None:
+    while True:
+        try:
+            conn.send_bytes(conn.recv_bytes())
+        except EOFError:
+            return
+
+
+class _FrameWaiter(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.waiter: asyncio.Future | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) >= 4 and len(self.buf) >= 4 + int.from_bytes(self.buf[:4], "big"):
+            self.buf.clear()
+            self.waiter.set_result(None)
+
+
+def pipe_floor(n: int) -> list[float]:
+    ctx = multiprocessing.get_context("forkserver")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_echo, args=(child,), daemon=True)
+    proc.start()
+    child.close()
+
+    async def run() -> list[float]:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(fileno=os.dup(parent.fileno()))
+        t, p = await loop.create_unix_connection(_FrameWaiter, sock=sock)
+        msg = frame(b"x" * 100)
+        out = []
+        for _ in range(n):
+            s = time.perf_counter()
+            p.waiter = loop.create_future()
+            t.write(msg)
+            await p.waiter
+            out.append(time.perf_counter() - s)
+        t.close()
+        return out
+
+    try:
+        return uvloop.run(run())
+    finally:
+        parent.close()
+        proc.join(5)
+
+
+def start(cmd: list[str], port: int, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"{cmd[:3]} did not start: {log.read_text()}")
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def env_processes(server: subprocess.Popen) -> list[psutil.Process]:
+    """The env processes: the forkserver's children."""
+    out = []
+    for p in psutil.Process(server.pid).children(recursive=True):
+        try:
+            if "forkserver" in " ".join(p.cmdline()):
+                out.extend(p.children())
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=2.0, help="per throughput measurement")
+    ap.add_argument("--steps", type=int, default=2000, help="per latency measurement")
+    ap.add_argument("--envs", type=int, default=100, help="idle envs for the memory figure")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="gym-supervisor-bench-"))
+    sport, fport = free_port(), free_port()
+    server = start([sys.executable, "-m", "api", "serve", "--port", str(sport), "--data-dir", str(tmp / "data"),
+                    "--allow-module", "tests.faulty_envs", "--log-level", "warning"], sport, tmp / "server.log")
+    floor = start([sys.executable, "scripts/bench_floor.py", str(fport)], fport, tmp / "floor.log")
+    try:
+        c = Raw(sport)
+
+        def env(env_id: str) -> str:
+            iid = c.json("POST", "/v1/envs/", {"env_id": env_id})["instance_id"]
+            c.json("POST", f"/v1/envs/{iid}/reset/")
+            return iid
+
+        # CartPole-v1 without a step limit, so that an episode end never costs a reset mid-measurement;
+        # the physics is the same and the env keeps stepping past termination with a warning-free flag.
+        cart = [env("CartPole-v1") for _ in range(16)]
+        image = env("tests.faulty_envs:Image-v0")
+        step = {i: http("POST", f"/v1/envs/{i}/step", STEP_BODY) for i in [*cart, image]}
+        floor_req = http("POST", "/v1/envs/abcdefgh/step", STEP_BODY)
+
+        res: dict[str, list[float]] = {}
+
+        def add(key: str, xs: list[float] | float) -> None:
+            res.setdefault(key, []).extend(xs if isinstance(xs, list) else [xs])
+
+        for r in range(args.rounds):
+            add("env_step", env_step_floor(args.steps * 5))
+            add("pipe", pipe_floor(args.steps))
+            add("http_floor", latencies(fport, floor_req, args.steps))
+            add("step_cart", latencies(sport, step[cart[0]], args.steps))
+            add("step_image", latencies(sport, step[image], args.steps // 4))
+            for n in (1, 4, 16):
+                add(f"floor_rps_{n}", throughput(fport, [floor_req] * n, args.seconds))
+                add(f"server_rps_{n}", throughput(sport, [step[i] for i in cart[:n]], args.seconds))
+            # CartPole keeps stepping after its episode ends (Gymnasium only warns); reset now and then
+            for i in cart:
+                c.json("POST", f"/v1/envs/{i}/reset/")
+            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+
+        for i in [*cart, image]:
+            c.call(http("POST", f"/v1/envs/{i}/close/"))
+        creates = []
+        for _ in range(50):
+            t = time.perf_counter()
+            iid = c.json("POST", "/v1/envs/", {"env_id": "CartPole-v1"})["instance_id"]
+            creates.append(time.perf_counter() - t)
+            c.call(http("POST", f"/v1/envs/{iid}/close/"))
+
+        idle = [env("CartPole-v1") for _ in range(args.envs)]
+        procs = env_processes(server)
+        mem = [p.memory_full_info() for p in procs]
+        uss = statistics.mean(m.uss for m in mem) / 2**20
+        pss = statistics.mean(m.pss for m in mem) / 2**20
+        for i in idle:
+            c.call(http("POST", f"/v1/envs/{i}/close/"))
+    finally:
+        for p in (server, floor):
+            p.terminate()
+            p.wait(30)
+
+    ms = 1e3
+    p50 = {k: statistics.median(v) for k, v in res.items()}
+    composed = p50["http_floor"] + p50["pipe"] + p50["env_step"]
+    rows = [
+        ("env.step in-process, p50", f"{p50['env_step'] * 1e6:.1f} us", "", "", ""),
+        ("pipe round trip on the event loop, p50", f"{p50['pipe'] * 1e6:.1f} us", "", "", ""),
+        ("HTTP floor (bare Litestar) step, p50", f"{p50['http_floor'] * ms:.3f} ms", "", "", ""),
+        ("composed floor (HTTP + pipe + step), p50", f"{composed * ms:.3f} ms", "", "", ""),
+        ("client's own cost per request", f"{client_cost() * 1e6:.1f} us", "", "", ""),
+        ("CartPole step p50", f"{p50['step_cart'] * ms:.3f} ms", "composed floor", f"{p50['step_cart'] / composed:.2f}x", "<= 1.25x"),
+        ("CartPole step p99", f"{pct(res['step_cart'], 0.99) * ms:.3f} ms", "", "", ""),
+        ("84x84x3 image step p50", f"{p50['step_image'] * ms:.3f} ms", "", "", ""),
+        ("84x84x3 image step p99", f"{pct(res['step_image'], 0.99) * ms:.3f} ms", "", "", ""),
+    ]
+    for n in (1, 4, 16):
+        s, f = p50[f"server_rps_{n}"], p50[f"floor_rps_{n}"]
+        rows.append((f"steps/s, {n} clients", f"{s:,.0f}", f"floor {f:,.0f} req/s", f"{s / f:.2f}x", ">= 0.75x" if n == 4 else ""))
+    rows += [
+        ("create p50", f"{statistics.median(creates) * ms:.1f} ms", "", "", "<= 20 ms"),
+        ("create p99", f"{pct(creates, 0.99) * ms:.1f} ms", "", "", ""),
+        (f"idle CartPole env USS ({len(mem)} open)", f"{uss:.1f} MiB", "", "", "<= 6 MiB"),
+        (f"idle CartPole env PSS ({len(mem)} open)", f"{pss:.1f} MiB", "", "", ""),
+    ]
+    print(f"\n{args.rounds} rounds, {os.cpu_count()} cores, Python {sys.version.split()[0]}\n")
+    print("| measure | value | against | ratio | target |\n|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
