@@ -2,6 +2,7 @@
 
 import asyncio
 import enum
+import logging
 import os
 import signal
 import socket
@@ -15,6 +16,8 @@ from envproc.protocol import Close, Done, Make, Raised, Request, encode
 from supervisor.errors import BadRequest, EnvCrashed, EnvGone, EnvRaised, EnvTimeout, EnvUsage, LookupFailed
 from supervisor.exits import describe_exit
 from supervisor.pipe import PipeLost, ReplyPipe
+
+log = logging.getLogger("gym_supervisor.env")
 
 # Process.start() talks to the forkserver synchronously; one thread does it for every env so
 # that the event loop never waits on it and multiprocessing's bookkeeping is never raced.
@@ -44,6 +47,7 @@ class EnvHandle:
         self.cause: str | None = None  # set once, when the process is known dead or doomed
         self.created = time.time()
         self._closed = False
+        self._closing = False
         self._seq = 0
         self._proc: Any = None
         self._pipe: ReplyPipe | None = None
@@ -70,10 +74,13 @@ class EnvHandle:
         )
         try:
             await self.call(Make, timeout, env_id=self.env_id, kwargs=self.kwargs, seed=self.seed)
-        except BaseException:
-            await self.kill(self.cause or "failed to start")
+        except BaseException as exc:
+            self._closing = True  # not an env's death: a create that failed, told to its client
+            await self.kill("failed to start")
             self._release()
+            log.info("env_not_created instance=%s env_id=%s pid=%s error=%r", self.instance_id, self.env_id, self.pid, str(exc))
             raise
+        log.info("env_created instance=%s env_id=%s pid=%s", self.instance_id, self.env_id, self.pid)
 
     async def call(self, kind: type[Request], timeout: float, **fields: Any) -> bytes:
         """Send one request and return the reply's body; env failures come back as errors."""
@@ -104,13 +111,13 @@ class EnvHandle:
 
     async def kill(self, cause: str) -> None:
         """SIGKILL the env's whole process group (it cannot ignore that), then reap it."""
-        if self.cause is None:
-            self.cause = cause
+        self._set_cause(cause)
         self._signal_group()
         await self._wait_exit()
 
     async def close(self, timeout: float) -> None:
         """Ask the env to close; kill it if it will not. Afterwards no process is left."""
+        self._closing = True
         if self.cause is None and self._pipe is not None:
             try:
                 await self.call(Close, timeout)
@@ -124,6 +131,7 @@ class EnvHandle:
         await self.kill("was closed")
         self._release()
         self._closed = True
+        log.info("env_closed instance=%s env_id=%s pid=%s", self.instance_id, self.env_id, self.pid)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -151,6 +159,14 @@ class EnvHandle:
     def _name(self) -> str:
         return f"env {self.instance_id} ({self.env_id})"
 
+    def _set_cause(self, cause: str) -> None:
+        """The first cause sticks: it is the one the client and the log are told."""
+        if self.cause is not None:
+            return
+        self.cause = cause
+        if not self._closing:
+            log.warning("env_dead instance=%s env_id=%s pid=%s cause=%r", self.instance_id, self.env_id, self.pid, cause)
+
     def _signal_group(self) -> None:
         if self.pid is None or (self._exited is not None and self._exited.done()):
             return  # reaped: its pid may belong to someone else now
@@ -164,8 +180,7 @@ class EnvHandle:
         loop = asyncio.get_running_loop()
         loop.remove_reader(self._proc.sentinel)
         code = self._proc.exitcode  # readable sentinel: this does not block
-        if self.cause is None:
-            self.cause = describe_exit(code)
+        self._set_cause(describe_exit(code))
         if self._exited is not None and not self._exited.done():
             self._exited.set_result(code)
 
@@ -173,7 +188,7 @@ class EnvHandle:
         pass  # the sentinel tells how it ended; a request in flight waits for it in _wait_exit
 
     def _on_mismatch(self, what: str) -> None:
-        self.cause = f"broke the protocol: it {what}"
+        self._set_cause(f"broke the protocol: it {what}")
         self._signal_group()
 
     async def _wait_exit(self) -> None:
@@ -182,8 +197,7 @@ class EnvHandle:
             await asyncio.wait_for(asyncio.shield(self._exited), REAP_WAIT)
         except TimeoutError:
             # It closed its pipe but lives on, or ignores SIGKILL's delivery (D state): make sure.
-            if self.cause is None:
-                self.cause = "closed its pipe without exiting and was killed"
+            self._set_cause("closed its pipe without exiting and was killed")
             self._signal_group()
 
     def _release(self) -> None:

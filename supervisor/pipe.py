@@ -86,6 +86,8 @@ class ReplyPipe(asyncio.Protocol):
         seq, fut = self._waiting.popleft()
         if reply.seq != seq:
             self._on_mismatch(f"answered request {seq} with the reply to {reply.seq}")
+            if not fut.done():
+                fut.set_exception(PipeLost())  # never a wrong answer: the env is killed for it
             return
         if not fut.done():
             fut.set_result(reply)

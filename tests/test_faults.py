@@ -48,12 +48,16 @@ def test_env_that_raises_is_500_and_stays_usable(client: httpx.Client) -> None:
         ("IgnoresTerm", 504, "was killed after 1 s without a reply"),
     ],
 )
-def test_fault_is_reported_then_410_until_closed(client: httpx.Client, name: str, status: int, cause: str) -> None:
+def test_fault_is_reported_then_410_until_closed(
+    client: httpx.Client, server: Server, name: str, status: int, cause: str
+) -> None:
     iid, pid = started(client, name)
     r = client.post(f"/v1/envs/{iid}/step/", json={"action": 0}, headers=SHORT)
     assert r.status_code == status, r.text
     assert iid in r.json()["message"] and cause in r.json()["message"]
     assert gone(pid)
+    logged = [line for line in server.log.read_text().splitlines() if f"env_dead instance={iid}" in line]
+    assert len(logged) == 1 and f"pid={pid}" in logged[0] and cause in logged[0]
     later = client.get(f"/v1/envs/{iid}/action_space/")
     assert later.status_code == 410 and cause in later.json()["message"]
     assert iid in client.get("/v1/envs/").json()["all_envs"]  # still listed, so it can be found and closed
