@@ -12,6 +12,7 @@ from supervisor.errors import (
     EnvGone,
     EnvRaised,
     EnvTimeout,
+    NotAvailable,
     ServerBusy,
     SupervisorError,
 )
@@ -25,6 +26,7 @@ STATUS: dict[type[SupervisorError], int] = {
     EnvTimeout: 504,
     EnvGone: 410,
     ServerBusy: 503,
+    NotAvailable: 501,
 }
 
 

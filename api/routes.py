@@ -21,6 +21,7 @@ from api.params import (
     required,
 )
 from api.settings import Settings
+from supervisor.errors import BadRequest
 from envproc import protocol
 from supervisor.registry import Registry
 
@@ -93,7 +94,9 @@ async def env_monitor_start(request: Request, instance_id: str) -> None:
     registry = _registry(request)
     registry.get(instance_id)  # an unknown instance is reported before a missing directory, as the seed does
     directory = confine(Path(request.app.state.settings.data_dir), required(args.directory, "directory"))
-    every = 0 if args.video_callable is False else int(args.video_callable)
+    every = 0 if args.video_callable is False else int(args.video_callable)  # true: every episode
+    if every < 0:
+        raise BadRequest("video_callable must be false, true or a positive number n (record every n-th episode)")
     await registry.call(
         instance_id, protocol.MonitorStart, _timeout(request),
         directory=str(directory), force=args.force, resume=args.resume, video_every=every,

@@ -72,7 +72,7 @@ class Raised(Reply):
     """The request failed in the child; `kind` says whose fault it is."""
 
     # "env": the env raised; "usage": the client misused the env; "request": the request body is
-    # bad; "lookup": make found no such env id
+    # bad; "lookup": make found no such env id; "unavailable": this server lacks what it needs
     kind: str
     exc_type: str
     message: str

@@ -12,7 +12,8 @@ import msgspec
 import numpy as np
 
 from envproc.convert import BadValue, describe, from_json, parse_scalar, to_json
-from envproc.monitor import EpisodeStats, MonitorInUse
+from envproc.monitor import Monitor, MonitorRefused
+from envproc.video import VideoUnavailable
 from envproc.protocol import (
     ActionContains,
     AnyRequest,
@@ -100,7 +101,7 @@ class EnvServer:
         self.pending_seed = req.seed
         if req.seed is not None:
             self.env.action_space.seed(req.seed)
-        self.monitor: EpisodeStats | None = None
+        self.monitor: Monitor | None = None
         self.monitor_runs = 0
 
     def handle(self, req: AnyRequest) -> bytes:
@@ -145,9 +146,11 @@ class EnvServer:
             case MonitorStart():
                 self._close_monitor()
                 self.monitor_runs += 1
+                rgb = env.render if env.render_mode == "rgb_array" else None
+                fps = env.metadata.get("render_fps") or 30
                 try:
-                    self.monitor = EpisodeStats(req.directory, self.monitor_runs, req.force, req.resume)
-                except MonitorInUse as exc:
+                    self.monitor = Monitor(req.directory, self.monitor_runs, req.force, req.resume, req.video_every, rgb, fps)
+                except MonitorRefused as exc:
                     raise Usage(str(exc)) from None
                 return b""
             case MonitorClose():
@@ -161,13 +164,15 @@ class EnvServer:
 
     def _close_monitor(self) -> None:
         if self.monitor:
-            self.monitor.flush()
+            self.monitor.close()
             self.monitor = None
 
 
 def _raised(seq: int, exc: BaseException) -> Raised:
     if isinstance(exc, BadBody):
         kind = "request"
+    elif isinstance(exc, VideoUnavailable):
+        kind = "unavailable"
     elif isinstance(exc, (Usage, gym.error.ResetNeeded)):
         kind = "usage"
     elif isinstance(exc, LookupFailed):

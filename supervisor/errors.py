@@ -10,6 +10,7 @@ SupervisorError
  +-- EnvTimeout          the env did not answer in time and was killed
  +-- EnvGone             the env died earlier; only close is left
  +-- ServerBusy          the server cannot start another env now
+ +-- NotAvailable        this server lacks what the request needs (an optional dependency)
 """
 
 
@@ -61,3 +62,7 @@ class EnvGone(SupervisorError):
 
 class ServerBusy(SupervisorError):
     """Raised when the server is shutting down and starts no more envs."""
+
+
+class NotAvailable(SupervisorError):
+    """Raised when the request needs something this server was installed without."""

@@ -13,7 +13,16 @@ from typing import Any
 
 from envproc import worker
 from envproc.protocol import Close, Done, Make, Raised, Request, encode
-from supervisor.errors import BadRequest, EnvCrashed, EnvGone, EnvRaised, EnvTimeout, EnvUsage, LookupFailed
+from supervisor.errors import (
+    BadRequest,
+    EnvCrashed,
+    EnvGone,
+    EnvRaised,
+    EnvTimeout,
+    EnvUsage,
+    LookupFailed,
+    NotAvailable,
+)
 from supervisor.exits import describe_exit
 from supervisor.pipe import PipeLost, ReplyPipe
 
@@ -105,6 +114,8 @@ class EnvHandle:
             raise BadRequest(reply.message)
         if reply.kind == "usage":
             raise EnvUsage(f"{self._name}: {_usage_advice(reply)}")
+        if reply.kind == "unavailable":
+            raise NotAvailable(reply.message)
         if reply.kind == "lookup":
             raise LookupFailed(self.env_id, reply.message)
         raise EnvRaised(f"{self._name}", reply.exc_type, reply.message)

@@ -6,7 +6,7 @@ import os
 import httpx
 import pytest
 
-from tests.conftest import Server, create
+from tests.conftest import Server, create, faulty
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,3 +60,36 @@ def test_symlink_out_of_the_data_dir_is_400(client: httpx.Client, server: Server
     iid = create(client, "CartPole-v1")
     r = client.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "escape/tmp"})
     assert r.status_code == 400
+
+
+def test_video_of_every_nth_episode_where_the_env_renders(client: httpx.Client, server: Server) -> None:
+    import av
+
+    iid = create(client, faulty("Image"), kwargs={"render_mode": "rgb_array", "max_episode_steps": 3})
+    r = client.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "video", "force": True, "video_callable": 2})
+    assert r.status_code == 204, r.text
+    run_episodes(client, iid, 3)
+    client.post(f"/v1/envs/{iid}/monitor/close/")
+    videos = sorted((server.data_dir / "video").glob("openaigym.video.1.*.mp4"))
+    assert [v.name.rsplit(".", 2)[-2] for v in videos] == ["video000000", "video000002"]  # episodes 0 and 2
+    with av.open(str(videos[0])) as f:
+        assert len(list(f.decode(video=0))) == 4  # the reset frame and three steps
+    assert json.loads(videos[0].with_suffix(".meta.json").read_text())["episode_id"] == 0
+    manifest = json.loads(next((server.data_dir / "video").glob("openaigym.manifest.1.*.manifest.json")).read_text())
+    assert [v for v, _ in manifest["videos"]] == [v.name for v in videos]
+
+
+def test_video_from_an_env_that_does_not_render_is_400(client: httpx.Client) -> None:
+    iid = create(client, "CartPole-v1")
+    r = client.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "novideo", "video_callable": 1})
+    assert r.status_code == 400 and "render_mode" in r.json()["message"]
+
+
+def test_video_without_pyav_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from envproc.video import VideoUnavailable, check_available
+
+    monkeypatch.setitem(sys.modules, "av", None)  # what a server installed without the extra sees
+    with pytest.raises(VideoUnavailable, match=r"gym-supervisor\[video\]"):
+        check_available()

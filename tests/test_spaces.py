@@ -86,4 +86,4 @@ def test_image_observation_over_http(client: httpx.Client) -> None:
     obs = np.array(client.post(f"/v1/envs/{iid}/reset/").json()["observation"])
     assert obs.shape == (84, 84, 3)
     step = client.post(f"/v1/envs/{iid}/step/", json={"action": 3}).json()
-    assert np.array_equal(np.array(step["observation"]), np.full((84, 84, 3), 3))
+    assert np.array_equal(np.array(step["observation"]), np.full((84, 84, 3), 180))
