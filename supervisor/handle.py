@@ -127,9 +127,9 @@ class EnvHandle:
         await self._wait_exit()
 
     async def close(self, timeout: float) -> None:
-        """Ask the env to close; kill it if it will not. Afterwards no process is left."""
+        """Ask an idle env to close; kill a busy one, or one that will not close. No process is left."""
         self._closing = True
-        if self.cause is None and self._pipe is not None:
+        if self.cause is None and self._pipe is not None and not self._pipe.in_flight:
             try:
                 await self.call(Close, timeout)
             except Exception:

@@ -146,3 +146,24 @@ def test_bad_timeout_header_is_400_naming_it(client: httpx.Client, value: str) -
     assert r.status_code == 400 and "X-Request-Timeout" in r.json()["message"]
     r = client.post(f"/v1/envs/{iid}/step/", json={"action": 0}, headers={"X-Request-Timeout": value})
     assert r.status_code == 400 and "X-Request-Timeout" in r.json()["message"]
+
+
+def test_closing_a_busy_env_kills_it_at_once(client: httpx.Client, tmp_path: Path) -> None:
+    fifo = tmp_path / "spinning"
+    os.mkfifo(fifo)
+    iid, pid = started(client, "Spins", signal_path=str(fifo))
+    result: dict[str, httpx.Response] = {}
+
+    def spin() -> None:
+        with httpx.Client(base_url=str(client.base_url), timeout=30) as other:
+            result["step"] = other.post(f"/v1/envs/{iid}/step/", json={"action": 0}, headers={"X-Request-Timeout": "20"})
+
+    t = threading.Thread(target=spin)
+    t.start()
+    fifo.read_text()  # the env is spinning now
+    start = time.monotonic()
+    assert client.post(f"/v1/envs/{iid}/close/").status_code == 204
+    assert time.monotonic() - start < 2  # not the 20 s timeout, nor the grace an idle env gets
+    assert gone(pid)
+    t.join(10)
+    assert result["step"].status_code == 502 and "was closed" in result["step"].json()["message"]

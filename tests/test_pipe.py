@@ -6,11 +6,18 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 import pytest
+import uvloop
 
 from envproc.protocol import Done, Sample, decode_request, encode
 from supervisor.pipe import PipeLost, ReplyPipe
 
 pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Callable:
+    """Both loops: the server runs on uvloop, whose sockets are non-blocking under a reader."""
+    return asyncio.run if request.param == "asyncio" else uvloop.run
 
 
 class Problems(list):
@@ -41,7 +48,7 @@ def answer(child: Connection, n: int, body: Callable[[int], bytes], seq: Callabl
         child.send_bytes(encode(Done(seq(req.seq), body(req.seq))))
 
 
-def test_replies_of_any_size_arrive_whole_and_in_order() -> None:
+def test_replies_of_any_size_arrive_whole_and_in_order(run: Callable) -> None:
     sizes = [0, 1, 70_000, 3_000_000]  # the big one arrives in many pieces
 
     async def main() -> None:
@@ -53,10 +60,10 @@ def test_replies_of_any_size_arrive_whole_and_in_order() -> None:
         assert problems == []
         pipe.close()
 
-    asyncio.run(main())
+    run(main())
 
 
-def test_late_reply_to_an_abandoned_request_is_dropped() -> None:
+def test_late_reply_to_an_abandoned_request_is_dropped(run: Callable) -> None:
     async def main() -> None:
         pipe, child, problems = await connected()
         first = pipe.send(1, encode(Sample(1)))
@@ -67,10 +74,10 @@ def test_late_reply_to_an_abandoned_request_is_dropped() -> None:
         assert problems == []
         pipe.close()
 
-    asyncio.run(main())
+    run(main())
 
 
-def test_reply_with_the_wrong_seq_is_reported_not_delivered() -> None:
+def test_reply_with_the_wrong_seq_is_reported_not_delivered(run: Callable) -> None:
     async def main() -> None:
         pipe, child, problems = await connected()
         fut = pipe.send(1, encode(Sample(1)))
@@ -81,10 +88,10 @@ def test_reply_with_the_wrong_seq_is_reported_not_delivered() -> None:
             await fut
         pipe.close()
 
-    asyncio.run(main())
+    run(main())
 
 
-def test_pipe_closed_by_the_child_fails_waiting_requests() -> None:
+def test_pipe_closed_by_the_child_fails_waiting_requests(run: Callable) -> None:
     async def main() -> None:
         pipe, child, _ = await connected()
         fut = pipe.send(1, encode(Sample(1)))
@@ -94,4 +101,4 @@ def test_pipe_closed_by_the_child_fails_waiting_requests() -> None:
         with pytest.raises(PipeLost):
             await pipe.send(2, encode(Sample(2)))
 
-    asyncio.run(main())
+    run(main())
