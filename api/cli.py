@@ -3,15 +3,17 @@
 import argparse
 import logging
 import sys
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
 import uvicorn
 
 from api.app import build
 from api.settings import Settings
+from supervisor.errors import SupervisorError
 
 SEED_ALIASES = {"host": ["-l", "--listen"], "port": ["-p"]}
+METAVARS = {str: "TEXT", int: "N", float: "SECONDS"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,18 +28,24 @@ def _parser() -> argparse.ArgumentParser:
         names = [flag, *SEED_ALIASES.get(field.name, [])]
         kwargs: dict[str, Any] = {"dest": field.name, "help": meta.description, "default": field.default}
         if get_origin(kind) is tuple:
-            kwargs.update(action="append", default=None, help=meta.description)
+            kwargs.update(action="append", default=argparse.SUPPRESS, metavar="MODULE")
+        elif get_origin(kind) is Literal:
+            kwargs["choices"] = get_args(kind)
         else:
-            kwargs["type"] = kind
+            kwargs.update(type=kind, metavar=METAVARS.get(kind, "VALUE"))
         serve.add_argument(*names, **kwargs)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = vars(_parser().parse_args(argv))
+    parser = _parser()
+    args = vars(parser.parse_args(argv))
     args.pop("command")
     fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in args.items() if v is not None}
-    settings = Settings(**fields)
+    try:
+        settings = msgspec.convert(fields, Settings)  # checks the bounds in Settings' Meta
+    except msgspec.ValidationError as exc:
+        parser.error(f"bad setting: {exc}")
     logging.basicConfig(
         level=settings.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -48,8 +56,12 @@ def main(argv: list[str] | None = None) -> None:
         assert server is not None
         server.should_exit = True
 
+    try:
+        app = build(settings, request_exit)
+    except SupervisorError as exc:
+        parser.error(str(exc))
     config = uvicorn.Config(
-        build(settings, request_exit), host=settings.host, port=settings.port,
+        app, host=settings.host, port=settings.port,
         loop="uvloop", http="httptools", lifespan="on", log_level=settings.log_level,
         access_log=False,
     )

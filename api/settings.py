@@ -1,6 +1,6 @@
 """The server's settings: one field per CLI flag, built once by the CLI and passed down."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -8,15 +8,15 @@ from msgspec import Meta
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: Annotated[str, Meta(description="address to listen on (the seed's -l/--listen)")] = "127.0.0.1"
-    port: Annotated[int, Meta(description="port to listen on (the seed's -p/--port)")] = 5000
+    port: Annotated[int, Meta(ge=0, le=65535, description="port to listen on (the seed's -p/--port)")] = 5000
     step_timeout: Annotated[
-        float, Meta(description="seconds an env may take to answer any request before it is killed (504)")
+        float, Meta(gt=0, description="seconds an env may take to answer any request before it is killed (504)")
     ] = 30.0
     create_timeout: Annotated[
-        float, Meta(description="seconds an env may take to start and be made before it is killed (504)")
+        float, Meta(gt=0, description="seconds an env may take to start and be made before it is killed (504)")
     ] = 60.0
     max_request_timeout: Annotated[
-        float, Meta(description="cap on the X-Request-Timeout a client may ask for, in seconds")
+        float, Meta(gt=0, description="cap on the X-Request-Timeout a client may ask for, in seconds")
     ] = 600.0
     allow_module: Annotated[
         tuple[str, ...], Meta(description="module whose envs create may name as 'module:EnvId' (repeatable)")
@@ -25,4 +25,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         tuple[str, ...], Meta(description="module imported at start, its envs then made by plain id (repeatable)")
     ] = ()
     data_dir: Annotated[str, Meta(description="monitor directories are confined under this directory")] = "data"
-    log_level: Annotated[str, Meta(description="debug, info, warning or error")] = "info"
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"], Meta(description="how much the server logs")
+    ] = "info"

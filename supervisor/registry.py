@@ -29,6 +29,13 @@ class Registry:
     """Owns every env handle, keyed by instance id, from create until close."""
 
     def __init__(self, limits: Limits) -> None:
+        for name in limits.preload:
+            try:
+                found = importlib.util.find_spec(name) is not None
+            except ModuleNotFoundError:  # its parent package is missing
+                found = False
+            if not found:
+                raise BadRequest(f"--preload {name}: no such module here")
         self.limits = limits
         self._ctx = multiprocessing.get_context("forkserver")
         self._envs: dict[str, EnvHandle] = {}
@@ -36,9 +43,6 @@ class Registry:
 
     async def start(self) -> None:
         """Start the forkserver with its modules imported, so the first create is fast too."""
-        for name in self.limits.preload:
-            if importlib.util.find_spec(name) is None:
-                raise BadRequest(f"--preload {name}: no such module")
         self._ctx.set_forkserver_preload([*BASE_PRELOAD, *self.limits.preload])
         from multiprocessing import forkserver
 

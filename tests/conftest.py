@@ -41,12 +41,13 @@ class Server:
         self.proc.wait(15)
 
 
-def start_server(tmp: Path, *extra: str) -> Server:
+def start_server(tmp: Path, *extra: str, seed_flags: bool = False) -> Server:
+    """Start `python -m api serve` on a free loopback port; `seed_flags` uses -l/-p for the address."""
     port = free_port()
     data_dir = tmp / "data"
     log = tmp / f"server-{port}.log"
-    cmd = [sys.executable, "-m", "api", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--data-dir", str(data_dir), "--allow-module", FAULTY, *extra]
+    where = ["-l", "127.0.0.1", "-p", str(port)] if seed_flags else ["--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "api", "serve", *where, "--data-dir", str(data_dir), "--allow-module", FAULTY, *extra]
     out = open(log, "wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -60,7 +60,3 @@ def test_preload_makes_envs_available_by_plain_id(tmp_path: Path) -> None:
     finally:
         srv.stop()
 
-
-def test_preload_of_a_missing_module_refuses_to_start(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="no_such_module"):
-        start_server(tmp_path, "--preload", "no_such_module")
