@@ -51,6 +51,7 @@ def test_env_that_raises_is_500_and_stays_usable(client: httpx.Client) -> None:
 def test_fault_is_reported_then_410_until_closed(
     client: httpx.Client, server: Server, name: str, status: int, cause: str
 ) -> None:
+    before = server.descendants()
     iid, pid = started(client, name)
     r = client.post(f"/v1/envs/{iid}/step/", json={"action": 0}, headers=SHORT)
     assert r.status_code == status, r.text
@@ -63,6 +64,7 @@ def test_fault_is_reported_then_410_until_closed(
     assert iid in client.get("/v1/envs/").json()["all_envs"]  # still listed, so it can be found and closed
     assert client.post(f"/v1/envs/{iid}/close/").status_code == 204
     assert iid not in client.get("/v1/envs/").json()["all_envs"]
+    assert server.descendants() <= before  # nothing of it is left
     assert_healthy(client)
 
 
