@@ -6,6 +6,7 @@ from litestar import Litestar
 
 from api.errors import HANDLERS
 from api.fastpath import StepFastPath
+from api.params import MAX_BODY
 from api.routes import ROUTES
 from api.settings import Settings
 from supervisor.registry import Limits, Registry
@@ -18,6 +19,7 @@ def build(settings: Settings, request_exit: Callable[[], None]) -> StepFastPath:
         exception_handlers=HANDLERS,
         on_startup=[registry.start],
         on_shutdown=[registry.close_all],
+        request_max_body_size=MAX_BODY,
         openapi_config=None,
         logging_config=None,
     )

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from api.errors import error_body, status_of
-from api.params import TIMEOUT_HEADER, request_timeout
+from api.params import MAX_BODY, TIMEOUT_HEADER, request_timeout
 from api.settings import Settings
 from envproc.protocol import Step
 from supervisor.errors import SupervisorError
@@ -52,12 +52,15 @@ class StepFastPath:
         while True:
             message = await receive()
             body += message.get("body", b"")
-            if not message.get("more_body"):
+            if not message.get("more_body") or len(body) > MAX_BODY:
                 break
         header = next((v for k, v in scope["headers"] if k == _HEADER), None)
         try:
-            timeout = request_timeout(header, self.settings.step_timeout, self.settings.max_request_timeout)
-            out, status = await self.registry.call(instance_id, Step, timeout, body=body), 200
+            if len(body) > MAX_BODY:
+                out, status = error_body(f"Request body exceeds the {MAX_BODY:,} byte limit"), 413
+            else:
+                timeout = request_timeout(header, self.settings.step_timeout, self.settings.max_request_timeout)
+                out, status = await self.registry.call(instance_id, Step, timeout, body=body), 200
         except SupervisorError as exc:
             out, status = error_body(str(exc)), status_of(exc)
         await send({"type": "http.response.start", "status": status,

@@ -11,6 +11,7 @@ from supervisor.errors import BadRequest
 T = TypeVar("T", bound=msgspec.Struct)
 
 NOT_JSON = "Request is not a valid json"
+MAX_BODY = 10_000_000  # bytes; Litestar's default, applied to the step fast path too
 
 
 class CreateBody(msgspec.Struct):

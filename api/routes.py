@@ -15,14 +15,14 @@ from api.params import (
     UploadBody,
     confine,
     lenient_body,
-    parse_object,
     parse_body,
+    parse_object,
     request_timeout,
     required,
 )
 from api.settings import Settings
-from supervisor.errors import BadRequest
 from envproc import protocol
+from supervisor.errors import BadRequest
 from supervisor.registry import Registry
 
 JSON = "application/json"

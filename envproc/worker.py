@@ -13,7 +13,6 @@ import numpy as np
 
 from envproc.convert import BadValue, describe, from_json, parse_scalar, to_json
 from envproc.monitor import Monitor, MonitorRefused
-from envproc.video import VideoUnavailable
 from envproc.protocol import (
     ActionContains,
     AnyRequest,
@@ -32,6 +31,7 @@ from envproc.protocol import (
     decode_request,
     encode,
 )
+from envproc.video import VideoUnavailable
 
 
 class Usage(Exception):

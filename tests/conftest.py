@@ -1,6 +1,5 @@
 """A real server on a free loopback port, started as a user would start it."""
 
-import os
 import signal
 import socket
 import subprocess

@@ -104,3 +104,12 @@ def test_keep_alive_and_connection_close(server: Server, connection: str) -> Non
 def test_wrong_method_is_json_405(client: httpx.Client) -> None:
     r = client.get("/v1/upload/")
     assert r.status_code == 405 and "GET" in r.json()["message"]
+
+
+@pytest.mark.parametrize("route", ["step/", "reset/"])
+def test_body_over_the_limit_is_413(client: httpx.Client, route: str) -> None:
+    iid = create(client, "CartPole-v1")
+    client.post(f"/v1/envs/{iid}/reset/")
+    r = client.post(f"/v1/envs/{iid}/{route}", content=b'{"action": 1, "pad": "' + b"x" * 10_000_001 + b'"}')
+    assert r.status_code == 413 and "message" in r.json()
+    assert client.post(f"/v1/envs/{iid}/step/", json={"action": 1}).status_code == 200
