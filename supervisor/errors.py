@@ -11,6 +11,7 @@ SupervisorError
  +-- EnvGone             the env died earlier; only close is left
  +-- ServerBusy          the server cannot start another env now
  +-- NotAvailable        this server lacks what the request needs (an optional dependency)
+ +-- ConfigError         a setting cannot be honoured; the server does not start
 """
 
 
@@ -66,3 +67,7 @@ class ServerBusy(SupervisorError):
 
 class NotAvailable(SupervisorError):
     """Raised when the request needs something this server was installed without."""
+
+
+class ConfigError(SupervisorError):
+    """Raised at start when a setting names something that is not there."""

@@ -76,12 +76,12 @@ class EnvHandle:
         self.pid = self._proc.pid
         self._exited = loop.create_future()
         loop.add_reader(self._proc.sentinel, self._on_sentinel)
-        sock = socket.socket(fileno=os.dup(parent_end.fileno()))
-        parent_end.close()
-        _, self._pipe = await loop.create_unix_connection(
-            lambda: ReplyPipe(self._on_pipe_lost, self._on_mismatch), sock=sock
-        )
         try:
+            sock = socket.socket(fileno=os.dup(parent_end.fileno()))
+            parent_end.close()
+            _, self._pipe = await loop.create_unix_connection(
+                lambda: ReplyPipe(self._on_pipe_lost, self._on_mismatch), sock=sock
+            )
             await self.call(Make, timeout, env_id=self.env_id, kwargs=self.kwargs, seed=self.seed)
         except BaseException as exc:
             self._closing = True  # not an env's death: a create that failed, told to its client

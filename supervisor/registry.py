@@ -4,12 +4,13 @@ import asyncio
 import importlib.util
 import multiprocessing
 import uuid
+from multiprocessing import forkserver
 from typing import Any
 
 import msgspec
 
 from envproc import protocol
-from supervisor.errors import BadRequest, ServerBusy, UnknownInstance
+from supervisor.errors import BadRequest, ConfigError, ServerBusy, UnknownInstance
 from supervisor.handle import EnvHandle
 
 # Imported once in the forkserver, so that every env process starts with them loaded.
@@ -35,7 +36,7 @@ class Registry:
             except ModuleNotFoundError:  # its parent package is missing
                 found = False
             if not found:
-                raise BadRequest(f"--preload {name}: no such module here")
+                raise ConfigError(f"--preload {name}: no such module here")
         self.limits = limits
         self._ctx = multiprocessing.get_context("forkserver")
         self._envs: dict[str, EnvHandle] = {}
@@ -44,8 +45,6 @@ class Registry:
     async def start(self) -> None:
         """Start the forkserver with its modules imported, so the first create is fast too."""
         self._ctx.set_forkserver_preload([*BASE_PRELOAD, *self.limits.preload])
-        from multiprocessing import forkserver
-
         await asyncio.get_running_loop().run_in_executor(None, forkserver.ensure_running)
 
     def check_env_id(self, env_id: str) -> None:
@@ -70,6 +69,9 @@ class Registry:
             instance_id = uuid.uuid4().hex[:8]
         handle = EnvHandle(self._ctx, instance_id, env_id, kwargs, seed)
         await handle.start(timeout)
+        if self._closing:  # close_all ran while this env started: it must not outlive the server
+            await handle.close(CLOSE_TIMEOUT)
+            raise ServerBusy("the server is shutting down and starts no new env")
         self._envs[instance_id] = handle
         return instance_id
 
