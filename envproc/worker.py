@@ -124,7 +124,8 @@ class EnvServer:
                 )
             case Reset(seed=seed, options=options):
                 if seed is None:
-                    seed, self.pending_seed = self.pending_seed, None
+                    seed = self.pending_seed
+                self.pending_seed = None  # create's seed is for the first reset only
                 obs, info = env.reset(seed=seed, options=options)
                 if self.monitor:
                     self.monitor.on_reset()

@@ -107,6 +107,16 @@ def test_reset_takes_a_seed(client: httpx.Client) -> None:
     assert first == again
 
 
+def test_create_seed_is_for_the_first_reset_only(client: httpx.Client) -> None:
+    seeded = create(client, "CartPole-v1", seed=3)
+    other = create(client, "CartPole-v1")
+    explicit = client.post(f"/v1/envs/{seeded}/reset/", json={"seed": 9}).json()
+    assert explicit == client.post(f"/v1/envs/{other}/reset/", json={"seed": 9}).json()
+    later = client.post(f"/v1/envs/{seeded}/reset/").json()
+    same_as_create_seed = client.post(f"/v1/envs/{other}/reset/", json={"seed": 3}).json()
+    assert later != same_as_create_seed  # the explicit seed used up create's seed
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
