@@ -179,9 +179,15 @@ class EnvHandle:
             log.warning("env_dead instance=%s env_id=%s pid=%s cause=%r", self.instance_id, self.env_id, self.pid, cause)
 
     def _signal_group(self) -> None:
-        if self.pid is None or (self._exited is not None and self._exited.done()):
-            return  # reaped: its pid may belong to someone else now
-        for send in (os.killpg, os.kill):  # the group if setsid() already ran, the process anyway
+        """SIGKILL the env's process group, helpers included, and the env itself while unreaped.
+
+        The group is signalled even after the env is reaped: its helpers live on in it, and a
+        group id is not given to a new process while the group has members.
+        """
+        if self.pid is None:
+            return
+        reaped = self._exited is not None and self._exited.done()
+        for send in (os.killpg,) if reaped else (os.killpg, os.kill):  # kill: in case setsid() had not run
             try:
                 send(self.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -194,6 +200,7 @@ class EnvHandle:
         self._set_cause(describe_exit(code))
         if self._exited is not None and not self._exited.done():
             self._exited.set_result(code)
+        self._signal_group()  # however it ended, nothing it spawned outlives it
 
     def _on_pipe_lost(self) -> None:
         pass  # the sentinel tells how it ended; a request in flight waits for it in _wait_exit

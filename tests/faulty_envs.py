@@ -6,8 +6,10 @@ so a test can wait for the fault to be under way instead of sleeping.
 """
 
 import ctypes
+import multiprocessing
 import os
 import signal
+import subprocess
 import time
 from typing import Any
 
@@ -75,6 +77,31 @@ class Slow(Base):
         time.sleep(int(action) / 10)
 
 
+class SpawnsHelpers(Base):
+    """Starts a subprocess, a multiprocessing child and a bare fork at reset; their pids go in info.
+
+    Its step faults by action: 1 segfaults, 2 spins, anything else is a plain step.
+    """
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        obs, info = super().reset(seed=seed)
+        popen = subprocess.Popen(["sleep", "3600"])
+        proc = multiprocessing.get_context("fork").Process(target=time.sleep, args=(3600,))
+        proc.start()
+        forked = os.fork()
+        if forked == 0:
+            time.sleep(3600)
+            os._exit(0)
+        info["helpers"] = [popen.pid, proc.pid, forked]
+        return obs, info
+
+    def fault(self, action: Any) -> None:
+        if action == 1:
+            ctypes.string_at(0)
+        while action == 2:
+            pass
+
+
 class HangsInInit(Base):
     def __init__(self, signal_path: str | None = None) -> None:
         time.sleep(3600)
@@ -136,5 +163,5 @@ class Image(gym.Env):
         return self.frame
 
 
-for _cls in (Raises, Segfaults, Exits, Spins, IgnoresTerm, Slow, HangsInInit, RaisesInInit, Structured, Image):
+for _cls in (Raises, Segfaults, Exits, Spins, IgnoresTerm, Slow, SpawnsHelpers, HangsInInit, RaisesInInit, Structured, Image):
     gym.register(id=f"{_cls.__name__}-v0", entry_point=_cls, disable_env_checker=True)
