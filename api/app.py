@@ -13,7 +13,7 @@ from supervisor.registry import Limits, Registry
 
 
 def build(settings: Settings, request_exit: Callable[[], None]) -> StepFastPath:
-    registry = Registry(Limits(allow_modules=settings.allow_module, preload=settings.preload))
+    registry = Registry(Limits(allow_modules=settings.allow_module, preload=settings.preload, max_envs=settings.max_envs))
     app = Litestar(
         route_handlers=ROUTES,
         exception_handlers=HANDLERS,

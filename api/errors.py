@@ -39,7 +39,9 @@ def error_body(message: str) -> bytes:
 
 
 def supervisor_error(request: Request, exc: SupervisorError) -> Response:
-    return Response(error_body(str(exc)), status_code=status_of(exc), media_type="application/json")
+    retry = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry)} if retry else None
+    return Response(error_body(str(exc)), status_code=status_of(exc), media_type="application/json", headers=headers)
 
 
 def http_error(request: Request, exc: HTTPException) -> Response:

@@ -24,6 +24,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     preload: Annotated[
         tuple[str, ...], Meta(description="module imported at start, its envs then made by plain id (repeatable)")
     ] = ()
+    max_envs: Annotated[
+        int, Meta(ge=0, description="env processes the server runs at once; past it create answers 503 (0: no limit)")
+    ] = 256
     data_dir: Annotated[str, Meta(description="monitor directories are confined under this directory")] = "data"
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], Meta(description="how much the server logs")

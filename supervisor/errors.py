@@ -62,7 +62,11 @@ class EnvGone(SupervisorError):
 
 
 class ServerBusy(SupervisorError):
-    """Raised when the server is shutting down and starts no more envs."""
+    """Raised when create cannot start an env now: the server is full or shutting down."""
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class NotAvailable(SupervisorError):

@@ -24,6 +24,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
 
     allow_modules: tuple[str, ...] = ()
     preload: tuple[str, ...] = ()
+    max_envs: int = 0  # env processes alive or starting at once; 0: no limit
+
+RETRY_AFTER = 5  # seconds a client is told to wait when the server is full
 
 
 class Registry:
@@ -40,6 +43,7 @@ class Registry:
         self.limits = limits
         self._ctx = multiprocessing.get_context("forkserver")
         self._envs: dict[str, EnvHandle] = {}
+        self._starting = 0
         self._closing = False
 
     async def start(self) -> None:
@@ -64,16 +68,29 @@ class Registry:
         if self._closing:
             raise ServerBusy("the server is shutting down and starts no new env")
         self.check_env_id(env_id)
+        limit = self.limits.max_envs
+        if limit and self.live() >= limit:
+            raise ServerBusy(
+                f"the server runs its limit of {limit} envs; close one of yours or retry later", RETRY_AFTER
+            )
         instance_id = uuid.uuid4().hex[:8]
         while instance_id in self._envs:
             instance_id = uuid.uuid4().hex[:8]
         handle = EnvHandle(self._ctx, instance_id, env_id, kwargs, seed)
-        await handle.start(timeout)
+        self._starting += 1
+        try:
+            await handle.start(timeout)
+        finally:
+            self._starting -= 1
         if self._closing:  # close_all ran while this env started: it must not outlive the server
             await handle.close(CLOSE_TIMEOUT)
             raise ServerBusy("the server is shutting down and starts no new env")
         self._envs[instance_id] = handle
         return instance_id
+
+    def live(self) -> int:
+        """Env processes running or starting; dead envs kept for their cause do not count."""
+        return self._starting + sum(1 for h in self._envs.values() if h.cause is None)
 
     def get(self, instance_id: str) -> EnvHandle:
         try:

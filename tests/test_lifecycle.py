@@ -60,3 +60,23 @@ def test_preload_makes_envs_available_by_plain_id(tmp_path: Path) -> None:
     finally:
         srv.stop()
 
+
+
+def test_max_envs_answers_503_with_retry_after_and_starts_nothing(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--max-envs", "2")
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            a, b = create(c, "CartPole-v1"), create(c, faulty("Segfaults"))
+            kids = srv.descendants()
+            r = c.post("/v1/envs/", json={"env_id": "CartPole-v1"})
+            assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+            assert "limit of 2 envs" in r.json()["message"]
+            assert srv.descendants() == kids and len(c.get("/v1/envs/").json()["all_envs"]) == 2
+            c.post(f"/v1/envs/{b}/reset/")
+            assert c.post(f"/v1/envs/{b}/step/", json={"action": 0}).status_code == 502
+            create(c, "CartPole-v1")  # a dead env holds no process, so it leaves room
+            assert c.post("/v1/envs/", json={"env_id": "CartPole-v1"}).status_code == 503
+            c.post(f"/v1/envs/{a}/close/")
+            create(c, "CartPole-v1")
+    finally:
+        srv.stop()
