@@ -56,6 +56,11 @@ async def env_list_all(request: Request) -> Response:
     return Response(msgspec.json.encode({"all_envs": _registry(request).list_all()}), media_type=JSON)
 
 
+@get("/v1/envs/{instance_id:str}")
+async def env_info(request: Request, instance_id: str) -> Response:
+    return Response(msgspec.json.encode(_registry(request).get(instance_id).info()), media_type=JSON)
+
+
 @post("/v1/envs/{instance_id:str}/reset", status_code=200)
 async def env_reset(request: Request, instance_id: str) -> Response:
     args = lenient_body(await request.body(), ResetBody)
@@ -135,6 +140,7 @@ async def shutdown(request: Request) -> Response:
 ROUTES = [
     env_create,
     env_list_all,
+    env_info,
     env_reset,
     env_action_space_info,
     env_observation_space_info,

@@ -11,8 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.context import BaseContext
 from typing import Any
 
+import psutil
+
 from envproc import worker
-from envproc.protocol import Close, Done, Make, Raised, Request, encode
+from envproc.protocol import Close, Done, Make, Raised, Request, Reset, Step, encode
 from supervisor.errors import (
     BadRequest,
     EnvCrashed,
@@ -55,6 +57,9 @@ class EnvHandle:
         self.pid: int | None = None
         self.cause: str | None = None  # set once, when the process is known dead or doomed
         self.created = time.time()
+        self.last_active = self.created
+        self.steps = 0
+        self.episodes = 0
         self._closed = False
         self._closing = False
         self._seq = 0
@@ -107,7 +112,12 @@ class EnvHandle:
         except PipeLost:
             await self._wait_exit()
             raise EnvCrashed(f"{self._name} {self.cause}; close it and create a new one") from None
+        self.last_active = time.time()
         if type(reply) is Done:
+            if kind is Step:
+                self.steps += 1
+            elif kind is Reset:
+                self.episodes += 1
             return reply.body
         assert isinstance(reply, Raised)
         if reply.kind == "request":
@@ -145,12 +155,19 @@ class EnvHandle:
         log.info("env_closed instance=%s env_id=%s pid=%s", self.instance_id, self.env_id, self.pid)
 
     def info(self) -> dict[str, Any]:
+        """What an admin wants to know of this env, its process tree's CPU and memory included."""
+        cpu, rss = _tree_usage(self.pid) if self.cause is None and self.pid is not None else (None, None)
         return {
             "instance_id": self.instance_id,
             "env_id": self.env_id,
             "state": self.state.value,
             "pid": self.pid,
             "created": self.created,
+            "last_active": self.last_active,
+            "steps": self.steps,
+            "episodes": self.episodes,
+            "cpu_seconds": cpu,
+            "rss_bytes": rss,
             "cause": self.cause,
         }
 
@@ -224,6 +241,25 @@ class EnvHandle:
         if self._proc is not None and self._exited is not None and self._exited.done():
             self._proc.join(0)
             self._proc.close()
+
+
+def _tree_usage(pid: int) -> tuple[float | None, int | None]:
+    """CPU seconds (user + system) and resident memory of a process and all its descendants."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None, None
+    cpu, rss = 0.0, 0
+    for p in procs:
+        try:
+            with p.oneshot():
+                t = p.cpu_times()
+                cpu += t.user + t.system
+                rss += p.memory_info().rss
+        except psutil.Error:
+            pass  # it ended while we looked
+    return round(cpu, 3), rss
 
 
 def _usage_advice(reply: Raised) -> str:

@@ -62,6 +62,8 @@ def test_fault_is_reported_then_410_until_closed(
     later = client.get(f"/v1/envs/{iid}/action_space/")
     assert later.status_code == 410 and cause in later.json()["message"]
     assert iid in client.get("/v1/envs/").json()["all_envs"]  # still listed, so it can be found and closed
+    info = client.get(f"/v1/envs/{iid}/").json()
+    assert info["state"] == "dead" and cause in info["cause"] and info["pid"] == pid
     assert client.post(f"/v1/envs/{iid}/close/").status_code == 204
     assert iid not in client.get("/v1/envs/").json()["all_envs"]
     assert server.descendants() <= before  # nothing of it is left

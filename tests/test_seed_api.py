@@ -1,6 +1,7 @@
 """The seed's integration tests, in our words, against a real server over HTTP."""
 
 import httpx
+import psutil
 import pytest
 
 from tests.conftest import create
@@ -220,3 +221,20 @@ def test_kwargs_reach_gymnasium_make(client: httpx.Client) -> None:
 def test_unknown_route_is_json_404(client: httpx.Client) -> None:
     r = client.get("/v1/nothing/here")
     assert r.status_code == 404 and "message" in r.json()
+
+
+def test_env_info_tells_state_counts_and_usage(client: httpx.Client) -> None:
+    iid = create(client, "CartPole-v1", kwargs={"max_episode_steps": 3})
+    fresh = client.get(f"/v1/envs/{iid}/").json()
+    assert fresh["state"] == "ready" and fresh["steps"] == 0 and fresh["episodes"] == 0 and fresh["cause"] is None
+    for _ in range(2):
+        client.post(f"/v1/envs/{iid}/reset/")
+        for _ in range(3):
+            client.post(f"/v1/envs/{iid}/step/", json={"action": 0})
+    info = client.get(f"/v1/envs/{iid}").json()
+    assert info["env_id"] == "CartPole-v1" and info["instance_id"] == iid
+    assert info["steps"] == 6 and info["episodes"] == 2
+    assert info["created"] <= fresh["last_active"] < info["last_active"]
+    assert info["rss_bytes"] > 1_000_000 and info["cpu_seconds"] >= 0
+    assert psutil.Process(info["pid"]).is_running()
+    assert client.get("/v1/envs/nope/").status_code == 400
