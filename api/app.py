@@ -13,7 +13,16 @@ from supervisor.registry import Limits, Registry
 
 
 def build(settings: Settings, request_exit: Callable[[], None]) -> StepFastPath:
-    registry = Registry(Limits(allow_modules=settings.allow_module, preload=settings.preload, max_envs=settings.max_envs))
+    registry = Registry(
+        Limits(
+            allow_modules=settings.allow_module,
+            preload=settings.preload,
+            max_envs=settings.max_envs,
+            env_memory_mb=settings.env_memory_mb,
+            env_cpu_seconds=settings.env_cpu_seconds,
+            env_max_files=settings.env_max_files,
+        )
+    )
     app = Litestar(
         route_handlers=ROUTES,
         exception_handlers=HANDLERS,

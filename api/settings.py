@@ -27,6 +27,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_envs: Annotated[
         int, Meta(ge=0, description="env processes the server runs at once; past it create answers 503 (0: no limit)")
     ] = 256
+    env_memory_mb: Annotated[
+        int, Meta(ge=0, description="memory per env, its helpers included, in MB; past it the env is stopped (0: no limit)")
+    ] = 0
+    env_cpu_seconds: Annotated[
+        float, Meta(ge=0, description="CPU time per env process in seconds; past it the env is stopped (0: no limit)")
+    ] = 0
+    env_max_files: Annotated[int, Meta(ge=0, description="open files per env process (0: as the server's)")] = 1024
     data_dir: Annotated[str, Meta(description="monitor directories are confined under this directory")] = "data"
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], Meta(description="how much the server logs")

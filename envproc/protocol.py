@@ -5,6 +5,19 @@ from typing import Any
 import msgspec
 
 
+# The env process exits with this code when it runs out of memory: its state cannot be trusted.
+EXIT_OUT_OF_MEMORY = 86
+
+
+class EnvLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """What the env process may use; 0 or None: no limit."""
+
+    memory_mb: int = 0  # address space beyond what the process starts with
+    cpu_seconds: float = 0  # CPU time of the env process itself
+    max_files: int = 0  # open file descriptors
+    cgroup: str | None = None  # a pids cgroup directory the process joins before anything else
+
+
 class Request(msgspec.Struct, frozen=True, tag_field="op", tag=str.lower):
     """Every request carries `seq`; its reply carries the same one back."""
 
@@ -15,6 +28,7 @@ class Make(Request):
     env_id: str
     kwargs: dict[str, Any] = {}
     seed: int | None = None
+    limits: EnvLimits = EnvLimits()
 
 
 class Reset(Request):

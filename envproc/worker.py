@@ -11,9 +11,11 @@ import gymnasium as gym
 import msgspec
 import numpy as np
 
+from envproc import limits
 from envproc.convert import BadValue, describe, from_json, parse_scalar, to_json
 from envproc.monitor import Monitor, MonitorRefused
 from envproc.protocol import (
+    EXIT_OUT_OF_MEMORY,
     ActionContains,
     AnyRequest,
     Close,
@@ -201,7 +203,10 @@ def main(conn: Connection) -> None:
         return
     assert isinstance(first, Make)
     try:
+        limits.apply(first.limits)
         server = EnvServer(first)
+    except MemoryError:
+        os._exit(EXIT_OUT_OF_MEMORY)
     except BaseException as exc:
         conn.send_bytes(encode(_raised(first.seq, exc)))
         return
@@ -214,6 +219,8 @@ def main(conn: Connection) -> None:
         reply: Reply
         try:
             reply = Done(req.seq, server.handle(req))
+        except MemoryError:
+            os._exit(EXIT_OUT_OF_MEMORY)  # half-built state, maybe no memory to reply with: end here
         except Exception as exc:  # the env failed, not us: report it and keep serving
             reply = _raised(req.seq, exc)
         conn.send_bytes(encode(reply))

@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 
 from envproc import worker
-from envproc.protocol import Close, Done, Make, Raised, Request, Reset, Step, encode
+from envproc.protocol import Close, Done, EnvLimits, Make, Raised, Request, Reset, Step, encode
 from supervisor.errors import (
     BadRequest,
     EnvCrashed,
@@ -25,7 +25,7 @@ from supervisor.errors import (
     LookupFailed,
     NotAvailable,
 )
-from supervisor.exits import describe_exit
+from supervisor.exits import NO_LIMITS, describe_exit
 from supervisor.pipe import PipeLost, ReplyPipe
 
 log = logging.getLogger("gym_supervisor.env")
@@ -48,8 +48,12 @@ class State(enum.Enum):
 class EnvHandle:
     """Owns one env's process, its pipe end, its state and its cause of death."""
 
-    def __init__(self, ctx: BaseContext, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None) -> None:
+    def __init__(
+        self, ctx: BaseContext, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None,
+        limits: EnvLimits = NO_LIMITS,
+    ) -> None:
         self._ctx = ctx
+        self.limits = limits
         self.instance_id = instance_id
         self.env_id = env_id
         self.kwargs = kwargs
@@ -87,7 +91,7 @@ class EnvHandle:
             _, self._pipe = await loop.create_unix_connection(
                 lambda: ReplyPipe(self._on_pipe_lost, self._on_mismatch), sock=sock
             )
-            await self.call(Make, timeout, env_id=self.env_id, kwargs=self.kwargs, seed=self.seed)
+            await self.call(Make, timeout, env_id=self.env_id, kwargs=self.kwargs, seed=self.seed, limits=self.limits)
         except BaseException as exc:
             self._closing = True  # not an env's death: a create that failed, told to its client
             await self.kill("failed to start")
@@ -156,7 +160,7 @@ class EnvHandle:
 
     def info(self) -> dict[str, Any]:
         """What an admin wants to know of this env, its process tree's CPU and memory included."""
-        cpu, rss = _tree_usage(self.pid) if self.cause is None and self.pid is not None else (None, None)
+        cpu, rss = tree_usage(self.pid) if self.cause is None and self.pid is not None else (None, None)
         return {
             "instance_id": self.instance_id,
             "env_id": self.env_id,
@@ -214,7 +218,7 @@ class EnvHandle:
         loop = asyncio.get_running_loop()
         loop.remove_reader(self._proc.sentinel)
         code = self._proc.exitcode  # readable sentinel: this does not block
-        self._set_cause(describe_exit(code))
+        self._set_cause(describe_exit(code, self.limits))
         if self._exited is not None and not self._exited.done():
             self._exited.set_result(code)
         self._signal_group()  # however it ended, nothing it spawned outlives it
@@ -243,7 +247,7 @@ class EnvHandle:
             self._proc.close()
 
 
-def _tree_usage(pid: int) -> tuple[float | None, int | None]:
+def tree_usage(pid: int) -> tuple[float | None, int | None]:
     """CPU seconds (user + system) and resident memory of a process and all its descendants."""
     try:
         root = psutil.Process(pid)

@@ -10,8 +10,10 @@ from typing import Any
 import msgspec
 
 from envproc import protocol
+from envproc.protocol import EnvLimits
 from supervisor.errors import BadRequest, ConfigError, ServerBusy, UnknownInstance
-from supervisor.handle import EnvHandle
+from supervisor.exits import memory_cause
+from supervisor.handle import EnvHandle, tree_usage
 
 # Imported once in the forkserver, so that every env process starts with them loaded.
 BASE_PRELOAD = ("envproc.worker", "gymnasium.envs.classic_control", "gymnasium.envs.toy_text")
@@ -25,6 +27,10 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     allow_modules: tuple[str, ...] = ()
     preload: tuple[str, ...] = ()
     max_envs: int = 0  # env processes alive or starting at once; 0: no limit
+    env_memory_mb: int = 0  # per env, its whole process tree; 0: no limit
+    env_cpu_seconds: float = 0  # per env process; 0: no limit
+    env_max_files: int = 0  # open files per env process; 0: as inherited
+    watch_interval: float = 0.5  # seconds between looks at the envs' memory
 
 RETRY_AFTER = 5  # seconds a client is told to wait when the server is full
 
@@ -45,11 +51,14 @@ class Registry:
         self._envs: dict[str, EnvHandle] = {}
         self._starting = 0
         self._closing = False
+        self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start the forkserver with its modules imported, so the first create is fast too."""
         self._ctx.set_forkserver_preload([*BASE_PRELOAD, *self.limits.preload])
         await asyncio.get_running_loop().run_in_executor(None, forkserver.ensure_running)
+        if self.limits.env_memory_mb:
+            self._watcher = asyncio.create_task(self._watch_memory(), name="memory-watch")
 
     def check_env_id(self, env_id: str) -> None:
         """Refuse `module:EnvId` for a module not allowed, before anything imports it."""
@@ -76,7 +85,12 @@ class Registry:
         instance_id = uuid.uuid4().hex[:8]
         while instance_id in self._envs:
             instance_id = uuid.uuid4().hex[:8]
-        handle = EnvHandle(self._ctx, instance_id, env_id, kwargs, seed)
+        env_limits = EnvLimits(
+            memory_mb=self.limits.env_memory_mb,
+            cpu_seconds=self.limits.env_cpu_seconds,
+            max_files=self.limits.env_max_files,
+        )
+        handle = EnvHandle(self._ctx, instance_id, env_id, kwargs, seed, env_limits)
         self._starting += 1
         try:
             await handle.start(timeout)
@@ -112,5 +126,22 @@ class Registry:
 
     async def close_all(self) -> None:
         self._closing = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
         ids = list(self._envs)
         await asyncio.gather(*(self.close(i) for i in ids), return_exceptions=True)
+
+    async def _watch_memory(self) -> None:
+        """Kill an env whose process tree holds more than its limit: helpers have rlimits of
+        their own, so only the sum over the tree tells."""
+        limit = self.limits.env_memory_mb * 2**20
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.limits.watch_interval)
+            live = [h for h in self._envs.values() if h.cause is None and h.pid is not None]
+            usage = await loop.run_in_executor(None, lambda: [tree_usage(h.pid)[1] for h in live])
+            over = [(h, rss) for h, rss in zip(live, usage, strict=True) if rss is not None and rss > limit]
+            await asyncio.gather(*(
+                h.kill(f"{memory_cause(h.limits)} (its processes held {rss / 2**20:.0f} MB)") for h, rss in over
+            ))

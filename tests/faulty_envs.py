@@ -102,6 +102,36 @@ class SpawnsHelpers(Base):
             pass
 
 
+class MemoryBomb(Base):
+    """Allocates (and touches) 10 MB after 10 MB until something stops it."""
+
+    def fault(self, action: Any) -> None:
+        hoard = []
+        while True:
+            hoard.append(np.ones(10 * 2**20, np.uint8))
+
+
+class HelperHog(Base):
+    """Each of `action` helper processes holds 80 MB; the env itself stays small and waits."""
+
+    def fault(self, action: Any) -> None:
+        for _ in range(int(action)):
+            if os.fork() == 0:
+                held = np.ones(80 * 2**20, np.uint8)
+                time.sleep(3600)
+                os._exit(int(held[0]))
+        time.sleep(3600)
+
+
+class FileHog(Base):
+    """Opens 10 x `action` files and keeps them."""
+
+    def fault(self, action: Any) -> None:
+        self.files = getattr(self, "files", [])
+        for _ in range(10 * int(action)):
+            self.files.append(open(os.devnull))
+
+
 class HangsInInit(Base):
     def __init__(self, signal_path: str | None = None) -> None:
         time.sleep(3600)
@@ -163,5 +193,5 @@ class Image(gym.Env):
         return self.frame
 
 
-for _cls in (Raises, Segfaults, Exits, Spins, IgnoresTerm, Slow, SpawnsHelpers, HangsInInit, RaisesInInit, Structured, Image):
+for _cls in (Raises, Segfaults, Exits, Spins, IgnoresTerm, Slow, SpawnsHelpers, MemoryBomb, HelperHog, FileHog, HangsInInit, RaisesInInit, Structured, Image):
     gym.register(id=f"{_cls.__name__}-v0", entry_point=_cls, disable_env_checker=True)

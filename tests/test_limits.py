@@ -1,0 +1,91 @@
+"""Per-env limits: memory (rlimit and the tree's RSS), CPU time, open files; the server survives."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import Server, create, faulty, gone, start_server
+
+pytestmark = pytest.mark.timeout(60)
+
+LONG = {"X-Request-Timeout": "30"}
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    srv = start_server(
+        tmp_path_factory.mktemp("limited"),
+        "--env-memory-mb", "150", "--env-cpu-seconds", "1", "--env-max-files", "64",
+    )
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            c.server = srv  # type: ignore[attr-defined]
+            yield c
+    finally:
+        srv.stop()
+
+
+def started(c: httpx.Client, name: str) -> tuple[str, int]:
+    iid = create(c, faulty(name))
+    return iid, c.post(f"/v1/envs/{iid}/reset/").json()["info"]["pid"]
+
+
+def assert_dead_with(c: httpx.Client, iid: str, pid: int, r: httpx.Response, status: int, cause: str) -> None:
+    assert r.status_code == status, r.text
+    assert cause in r.json()["message"], r.text
+    assert gone(pid)
+    later = c.post(f"/v1/envs/{iid}/reset/")
+    assert later.status_code == 410 and cause in later.json()["message"]
+    assert c.post(f"/v1/envs/{iid}/close/").status_code == 204
+
+
+def test_memory_bomb_is_stopped_at_its_limit(limited: httpx.Client) -> None:
+    server_rss = psutil.Process(limited.server.proc.pid).memory_info().rss  # type: ignore[attr-defined]
+    iid, pid = started(limited, "MemoryBomb")
+    r = limited.post(f"/v1/envs/{iid}/step/", json={"action": 0}, headers=LONG)
+    assert_dead_with(limited, iid, pid, r, 502, "hit its memory limit 150 MB")
+    assert psutil.Process(limited.server.proc.pid).memory_info().rss < server_rss + 50 * 2**20
+
+
+def test_helpers_that_hold_memory_together_are_stopped(limited: httpx.Client) -> None:
+    iid, pid = started(limited, "HelperHog")
+    r = limited.post(f"/v1/envs/{iid}/step/", json={"action": 3}, headers=LONG)  # 3 x 80 MB > 150 MB
+    assert_dead_with(limited, iid, pid, r, 502, "hit its memory limit 150 MB (its processes held")
+
+
+def test_cpu_hog_is_stopped_at_its_cpu_limit(limited: httpx.Client) -> None:
+    iid, pid = started(limited, "Spins")
+    r = limited.post(f"/v1/envs/{iid}/step/", json={"action": 0}, headers=LONG)
+    assert_dead_with(limited, iid, pid, r, 502, "CPU limit 1 s exceeded")
+
+
+def test_too_many_files_is_the_envs_own_error(limited: httpx.Client) -> None:
+    iid, pid = started(limited, "FileHog")
+    r = limited.post(f"/v1/envs/{iid}/step/", json={"action": 10})  # 100 files > 64
+    assert r.status_code == 500 and "Too many open files" in r.json()["message"]
+    assert limited.post(f"/v1/envs/{iid}/reset/").status_code == 200  # still alive and usable
+    limited.post(f"/v1/envs/{iid}/close/")
+
+
+def test_healthy_envs_run_under_the_limits(limited: httpx.Client) -> None:
+    iid = create(limited, "CartPole-v1")
+    limited.post(f"/v1/envs/{iid}/reset/")
+    for _ in range(20):
+        assert limited.post(f"/v1/envs/{iid}/step/", json={"action": 0}).status_code == 200
+    limited.post(f"/v1/envs/{iid}/close/")
+
+
+def test_oom_kill_from_outside_is_told_apart(client: httpx.Client, server: Server) -> None:
+    import os
+    import signal
+
+    iid = create(client, faulty("Slow"))
+    pid = client.post(f"/v1/envs/{iid}/reset/").json()["info"]["pid"]
+    os.kill(pid, signal.SIGKILL)  # what the kernel's OOM killer sends
+    assert gone(pid)
+    client.post(f"/v1/envs/{iid}/reset/")
+    r = client.post(f"/v1/envs/{iid}/reset/")
+    assert r.status_code == 410 and "killed by SIGKILL, probably out of memory" in r.json()["message"]
