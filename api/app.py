@@ -21,6 +21,7 @@ def build(settings: Settings, request_exit: Callable[[], None]) -> StepFastPath:
             env_memory_mb=settings.env_memory_mb,
             env_cpu_seconds=settings.env_cpu_seconds,
             env_max_files=settings.env_max_files,
+            env_max_procs=settings.env_max_procs,
         )
     )
     app = Litestar(

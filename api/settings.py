@@ -34,6 +34,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float, Meta(ge=0, description="CPU time per env process in seconds; past it the env is stopped (0: no limit)")
     ] = 0
     env_max_files: Annotated[int, Meta(ge=0, description="open files per env process (0: as the server's)")] = 1024
+    env_max_procs: Annotated[
+        int, Meta(ge=0, description="processes and threads per env, helpers included, where a pids cgroup can be had (0: no limit)")
+    ] = 512
     data_dir: Annotated[str, Meta(description="monitor directories are confined under this directory")] = "data"
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], Meta(description="how much the server logs")

@@ -15,6 +15,7 @@ import psutil
 
 from envproc import worker
 from envproc.protocol import Close, Done, EnvLimits, Make, Raised, Request, Reset, Step, encode
+from supervisor import cgroups
 from supervisor.errors import (
     BadRequest,
     EnvCrashed,
@@ -213,6 +214,8 @@ class EnvHandle:
                 send(self.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        if self.limits.cgroup:
+            cgroups.kill_all(self.limits.cgroup)  # helpers that left the group with setsid() too
 
     def _on_sentinel(self) -> None:
         loop = asyncio.get_running_loop()
@@ -245,6 +248,8 @@ class EnvHandle:
         if self._proc is not None and self._exited is not None and self._exited.done():
             self._proc.join(0)
             self._proc.close()
+        if self.limits.cgroup:
+            cgroups.remove(self.limits.cgroup)
 
 
 def tree_usage(pid: int) -> tuple[float | None, int | None]:

@@ -11,6 +11,7 @@ import msgspec
 
 from envproc import protocol
 from envproc.protocol import EnvLimits
+from supervisor.cgroups import PidsCgroups
 from supervisor.errors import BadRequest, ConfigError, ServerBusy, UnknownInstance
 from supervisor.exits import memory_cause
 from supervisor.handle import EnvHandle, tree_usage
@@ -30,6 +31,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     env_memory_mb: int = 0  # per env, its whole process tree; 0: no limit
     env_cpu_seconds: float = 0  # per env process; 0: no limit
     env_max_files: int = 0  # open files per env process; 0: as inherited
+    env_max_procs: int = 0  # processes and threads per env, where a pids cgroup can be had; 0: no limit
     watch_interval: float = 0.5  # seconds between looks at the envs' memory
 
 RETRY_AFTER = 5  # seconds a client is told to wait when the server is full
@@ -52,6 +54,7 @@ class Registry:
         self._starting = 0
         self._closing = False
         self._watcher: asyncio.Task[None] | None = None
+        self._cgroups = PidsCgroups(limits.env_max_procs)
 
     async def start(self) -> None:
         """Start the forkserver with its modules imported, so the first create is fast too."""
@@ -89,6 +92,7 @@ class Registry:
             memory_mb=self.limits.env_memory_mb,
             cpu_seconds=self.limits.env_cpu_seconds,
             max_files=self.limits.env_max_files,
+            cgroup=self._cgroups.make(instance_id),
         )
         handle = EnvHandle(self._ctx, instance_id, env_id, kwargs, seed, env_limits)
         self._starting += 1
@@ -131,6 +135,7 @@ class Registry:
             await asyncio.gather(self._watcher, return_exceptions=True)
         ids = list(self._envs)
         await asyncio.gather(*(self.close(i) for i in ids), return_exceptions=True)
+        self._cgroups.close()
 
     async def _watch_memory(self) -> None:
         """Kill an env whose process tree holds more than its limit: helpers have rlimits of

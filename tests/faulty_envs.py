@@ -132,6 +132,31 @@ class FileHog(Base):
             self.files.append(open(os.devnull))
 
 
+class ForkBomb(Base):
+    """Forks until fork fails (at most 300 times); the children sleep. Info tells how many it got."""
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        forked = 0
+        for _ in range(300):
+            try:
+                if os.fork() == 0:
+                    time.sleep(3600)
+                    os._exit(0)
+            except OSError:
+                break
+            forked += 1
+        return 1, 0.0, False, False, {"forked": forked}
+
+
+class EscapesGroup(Base):
+    """Spawns a helper that leaves the env's process group (setsid); its pid goes in reset's info."""
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        obs, info = super().reset(seed=seed)
+        info["helper"] = subprocess.Popen(["sleep", "3600"], start_new_session=True).pid
+        return obs, info
+
+
 class HangsInInit(Base):
     def __init__(self, signal_path: str | None = None) -> None:
         time.sleep(3600)
@@ -193,5 +218,6 @@ class Image(gym.Env):
         return self.frame
 
 
-for _cls in (Raises, Segfaults, Exits, Spins, IgnoresTerm, Slow, SpawnsHelpers, MemoryBomb, HelperHog, FileHog, HangsInInit, RaisesInInit, Structured, Image):
+for _cls in (Raises, Segfaults, Exits, Spins, IgnoresTerm, Slow, SpawnsHelpers, MemoryBomb, HelperHog, FileHog, ForkBomb, EscapesGroup,
+             HangsInInit, RaisesInInit, Structured, Image):
     gym.register(id=f"{_cls.__name__}-v0", entry_point=_cls, disable_env_checker=True)

@@ -1,9 +1,12 @@
 """An env's helpers (subprocesses, multiprocessing children, forks) never outlive it."""
 
+import os
+from pathlib import Path
+
 import httpx
 import pytest
 
-from tests.conftest import create, faulty, gone
+from tests.conftest import create, faulty, gone, start_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,3 +24,38 @@ def test_helpers_die_with_their_env(client: httpx.Client, how: str) -> None:
         assert r.status_code == 504
     assert client.post(f"/v1/envs/{iid}/close/").status_code == 204
     assert all(gone(p) for p in pids), [p for p in pids if not gone(p, 0)]
+
+
+def pids_cgroups_here() -> bool:
+    from supervisor.cgroups import _pids_root
+
+    return _pids_root() is not None
+
+
+needs_cgroups = pytest.mark.skipif(not pids_cgroups_here(), reason="no pids cgroup on this machine")
+
+
+@needs_cgroups
+def test_fork_bomb_is_capped_and_cleared(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--env-max-procs", "32")
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            before = srv.descendants()
+            iid = create(c, faulty("ForkBomb"))
+            c.post(f"/v1/envs/{iid}/reset/")
+            forked = c.post(f"/v1/envs/{iid}/step/", json={"action": 0}).json()["info"]["forked"]
+            assert 0 < forked < 32  # the env itself takes one of the 32
+            assert len(srv.descendants() - before) == forked + 1
+            assert c.post(f"/v1/envs/{iid}/close/").status_code == 204
+            assert srv.descendants() <= before
+    finally:
+        srv.stop()
+
+
+@needs_cgroups
+def test_helper_that_left_the_process_group_dies_too(client: httpx.Client) -> None:
+    iid = create(client, faulty("EscapesGroup"))
+    info = client.post(f"/v1/envs/{iid}/reset/").json()["info"]
+    assert os.getpgid(info["helper"]) != os.getpgid(info["pid"])
+    assert client.post(f"/v1/envs/{iid}/close/").status_code == 204
+    assert gone(info["pid"]) and gone(info["helper"])
