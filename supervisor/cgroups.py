@@ -62,10 +62,11 @@ class PidsCgroups:
         """Remove what is left of this server's cgroups (only empty ones can go)."""
         if self.base is None:
             return
-        for path in self.base.iterdir():
+        base, self.base = self.base, None  # once: shutdown may close everything twice
+        for path in base.iterdir():
             if path.is_dir():
                 remove(str(path))
-        remove(str(self.base))
+        remove(str(base))
 
 
 def kill_all(path: str) -> None:
