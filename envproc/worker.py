@@ -1,6 +1,5 @@
 """The env process: build one env, then answer requests from the pipe until closed."""
 
-import ctypes
 import importlib
 import os
 import signal
@@ -11,7 +10,7 @@ import gymnasium as gym
 import msgspec
 import numpy as np
 
-from envproc import limits
+from envproc import guardian, inherited, limits
 from envproc.convert import BadValue, describe, from_json, parse_scalar, to_json
 from envproc.monitor import Monitor, MonitorRefused
 from envproc.protocol import (
@@ -185,18 +184,11 @@ def _raised(seq: int, exc: BaseException) -> Raised:
     return Raised(seq, kind, type(exc).__name__, str(exc))
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL us when the forkserver that forked us dies (it dies with the server)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def main(conn: Connection) -> None:
     """Process target: one env's whole life."""
     os.setsid()  # our own process group, so that kill takes helpers too
-    _die_with_parent()
+    guardian.die_with_parent()  # the forkserver ends with the server, and we with it
+    inherited.drop_server_pipes()
     try:
         first = decode_request(conn.recv_bytes())
     except EOFError:
@@ -204,6 +196,7 @@ def main(conn: Connection) -> None:
     assert isinstance(first, Make)
     try:
         limits.apply(first.limits)
+        guardian.start()  # in the env's cgroup, before any env code: when we end, so do our helpers
         server = EnvServer(first)
     except MemoryError:
         os._exit(EXIT_OUT_OF_MEMORY)

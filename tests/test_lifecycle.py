@@ -4,6 +4,7 @@ import signal
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.conftest import create, faulty, gone, start_server
@@ -78,5 +79,23 @@ def test_max_envs_answers_503_with_retry_after_and_starts_nothing(tmp_path: Path
             assert c.post("/v1/envs/", json={"env_id": "CartPole-v1"}).status_code == 503
             c.post(f"/v1/envs/{a}/close/")
             create(c, "CartPole-v1")
+    finally:
+        srv.stop()
+
+
+def test_server_killed_with_sigkill_leaves_nothing_within_2_s(tmp_path: Path) -> None:
+    srv = start_server(tmp_path)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            iid = create(c, faulty("SpawnsHelpers"))
+            helpers = c.post(f"/v1/envs/{iid}/reset/").json()["info"]["helpers"]
+            busy = create(c, faulty("Spins"))
+            c.post(f"/v1/envs/{busy}/reset/")
+            pids = srv.descendants() | set(helpers)
+            assert len(pids) >= 6  # forkserver, 2 envs, their guardians, helpers
+        srv.proc.kill()
+        srv.proc.wait(5)
+        left = [p for p in pids if not gone(p, timeout=2)]
+        assert left == [], [psutil.Process(p).cmdline() for p in left if psutil.pid_exists(p)]
     finally:
         srv.stop()

@@ -1,0 +1,37 @@
+"""A watcher process that takes an env's whole process group down when the env process ends,
+however it ends: closed, crashed, killed with SIGKILL, or orphaned by a server that was."""
+
+import ctypes
+import os
+import signal
+
+PR_SET_PDEATHSIG = 1
+
+
+def _prctl_pdeathsig(sig: int) -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+
+
+def die_with_parent() -> None:
+    """SIGKILL this process when its parent dies (Linux); a no-op where prctl is missing."""
+    try:
+        _prctl_pdeathsig(signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def start() -> int:
+    """Fork the guardian; call it in the env process after setsid() and before any env code."""
+    env_pid = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    try:  # the guardian: hold none of the env's descriptors, wait for the env's end, end the group
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        _prctl_pdeathsig(signal.SIGTERM)
+        if os.getppid() == env_pid:  # else the env died before prctl took effect
+            signal.sigwait({signal.SIGTERM})
+        os.killpg(0, signal.SIGKILL)
+    finally:
+        os._exit(0)
