@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -227,9 +228,9 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def env_processes(server: subprocess.Popen) -> list[psutil.Process]:
-    """The env processes: the forkserver's children."""
+    """The env processes: the children of the server's forkserver (env processes share its cmdline)."""
     out = []
-    for p in psutil.Process(server.pid).children(recursive=True):
+    for p in psutil.Process(server.pid).children():
         try:
             if "forkserver" in " ".join(p.cmdline()):
                 out.extend(p.children())
@@ -239,6 +240,7 @@ def env_processes(server: subprocess.Popen) -> list[psutil.Process]:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so that `finally` stops the servers
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=2.0, help="per throughput measurement")
@@ -295,10 +297,10 @@ def main() -> None:
             c.call(http("POST", f"/v1/envs/{iid}/close/"))
 
         idle = [env("CartPole-v1") for _ in range(args.envs)]
-        procs = env_processes(server)
-        mem = [p.memory_full_info() for p in procs]
-        uss = statistics.mean(m.uss for m in mem) / 2**20
-        pss = statistics.mean(m.pss for m in mem) / 2**20
+        trees = [[p, *p.children(recursive=True)] for p in env_processes(server)]  # env and its guardian
+        mem = [[q.memory_full_info() for q in tree] for tree in trees]
+        uss = statistics.mean(sum(m.uss for m in tree) for tree in mem) / 2**20
+        pss = statistics.mean(sum(m.pss for m in tree) for tree in mem) / 2**20
         for i in idle:
             c.call(http("POST", f"/v1/envs/{i}/close/"))
     finally:
@@ -326,8 +328,8 @@ def main() -> None:
     rows += [
         ("create p50", f"{statistics.median(creates) * ms:.1f} ms", "", "", "<= 20 ms"),
         ("create p99", f"{pct(creates, 0.99) * ms:.1f} ms", "", "", ""),
-        (f"idle CartPole env USS ({len(mem)} open)", f"{uss:.1f} MiB", "", "", "<= 6 MiB"),
-        (f"idle CartPole env PSS ({len(mem)} open)", f"{pss:.1f} MiB", "", "", ""),
+        (f"idle CartPole env + guardian USS ({len(mem)} open)", f"{uss:.1f} MiB", "", "", "<= 6 MiB"),
+        (f"idle CartPole env + guardian PSS ({len(mem)} open)", f"{pss:.1f} MiB", "", "", ""),
     ]
     print(f"\n{args.rounds} rounds, {os.cpu_count()} cores, Python {sys.version.split()[0]}\n")
     print("| measure | value | against | ratio | target |\n|---|---|---|---|---|")
