@@ -188,7 +188,7 @@ def main(conn: Connection) -> None:
     """Process target: one env's whole life."""
     os.setsid()  # our own process group, so that kill takes helpers too
     guardian.die_with_parent()  # the forkserver ends with the server, and we with it
-    inherited.drop_server_pipes()
+    inherited.close_all_but({conn.fileno()})
     try:
         first = decode_request(conn.recv_bytes())
     except EOFError:

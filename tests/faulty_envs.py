@@ -157,6 +157,21 @@ class EscapesGroup(Base):
         return obs, info
 
 
+class ListsFds(Base):
+    """Its reset's info lists the descriptors the env process holds, with what each points to."""
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        obs, info = super().reset(seed=seed)
+        fds = {}
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                pass  # the directory listing's own descriptor, closed already
+        info["fds"] = fds
+        return obs, info
+
+
 class HangsInInit(Base):
     def __init__(self, signal_path: str | None = None) -> None:
         time.sleep(3600)
@@ -219,5 +234,5 @@ class Image(gym.Env):
 
 
 for _cls in (Raises, Segfaults, Exits, Spins, IgnoresTerm, Slow, SpawnsHelpers, MemoryBomb, HelperHog, FileHog, ForkBomb, EscapesGroup,
-             HangsInInit, RaisesInInit, Structured, Image):
+             ListsFds, HangsInInit, RaisesInInit, Structured, Image):
     gym.register(id=f"{_cls.__name__}-v0", entry_point=_cls, disable_env_checker=True)

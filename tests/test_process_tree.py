@@ -59,3 +59,13 @@ def test_helper_that_left_the_process_group_dies_too(client: httpx.Client) -> No
     assert os.getpgid(info["helper"]) != os.getpgid(info["pid"])
     assert client.post(f"/v1/envs/{iid}/close/").status_code == 204
     assert gone(info["pid"]) and gone(info["helper"])
+
+
+def test_env_holds_no_descriptor_of_the_server_but_its_pipe(client: httpx.Client) -> None:
+    a = create(client, faulty("ListsFds"))
+    b = create(client, faulty("ListsFds"))
+    fds = client.post(f"/v1/envs/{a}/reset/").json()["info"]["fds"]
+    others = client.post(f"/v1/envs/{b}/reset/").json()["info"]["fds"]
+    beyond_stdio = {fd: target for fd, target in fds.items() if int(fd) > 2}
+    assert len(beyond_stdio) == 1 and next(iter(beyond_stdio.values())).startswith("socket:"), fds
+    assert not set(beyond_stdio.values()) & {t for fd, t in others.items() if int(fd) > 2}  # nothing shared
