@@ -22,6 +22,9 @@ def build(settings: Settings, request_exit: Callable[[], None]) -> StepFastPath:
             env_cpu_seconds=settings.env_cpu_seconds,
             env_max_files=settings.env_max_files,
             env_max_procs=settings.env_max_procs,
+            idle_timeout=settings.idle_timeout,
+            max_lifetime=settings.max_lifetime,
+            dead_retention=settings.dead_retention,
         )
     )
     app = Litestar(

@@ -37,6 +37,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     env_max_procs: Annotated[
         int, Meta(ge=0, description="processes and threads per env, helpers included, where a pids cgroup can be had (0: no limit)")
     ] = 512
+    idle_timeout: Annotated[
+        float, Meta(ge=0, description="close an env after this many seconds without a request (0: never)")
+    ] = 0
+    max_lifetime: Annotated[
+        float, Meta(ge=0, description="close an env this many seconds after its creation, once its request ends (0: never)")
+    ] = 0
+    dead_retention: Annotated[
+        float, Meta(ge=0, description="seconds a dead env stays listed with its cause before it is forgotten")
+    ] = 600
     data_dir: Annotated[str, Meta(description="monitor directories are confined under this directory")] = "data"
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], Meta(description="how much the server logs")

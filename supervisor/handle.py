@@ -51,16 +51,18 @@ class EnvHandle:
 
     def __init__(
         self, ctx: BaseContext, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None,
-        limits: EnvLimits = NO_LIMITS,
+        limits: EnvLimits = NO_LIMITS, lifetime: float = 0,
     ) -> None:
         self._ctx = ctx
         self.limits = limits
+        self.lifetime = lifetime
         self.instance_id = instance_id
         self.env_id = env_id
         self.kwargs = kwargs
         self.seed = seed
         self.pid: int | None = None
         self.cause: str | None = None  # set once, when the process is known dead or doomed
+        self.died: float | None = None  # when the cause was set
         self.created = time.time()
         self.last_active = self.created
         self.steps = 0
@@ -118,6 +120,8 @@ class EnvHandle:
             await self._wait_exit()
             raise EnvCrashed(f"{self._name} {self.cause}; close it and create a new one") from None
         self.last_active = time.time()
+        if self.past_lifetime(self.last_active) and not self._pipe.in_flight:
+            self.end(f"was closed at the end of its lifetime of {self.lifetime:g} s")  # this reply still goes out
         if type(reply) is Done:
             if kind is Step:
                 self.steps += 1
@@ -159,6 +163,14 @@ class EnvHandle:
         self._closed = True
         log.info("env_closed instance=%s env_id=%s pid=%s", self.instance_id, self.env_id, self.pid)
 
+    def end(self, cause: str) -> None:
+        """Stop the env now without waiting; it stays listed, dead with this cause."""
+        self._set_cause(cause)
+        self._signal_group()
+
+    def past_lifetime(self, now: float) -> bool:
+        return bool(self.lifetime) and now - self.created > self.lifetime
+
     def info(self) -> dict[str, Any]:
         """What an admin wants to know of this env, its process tree's CPU and memory included."""
         cpu, rss = tree_usage(self.pid) if self.cause is None and self.pid is not None else (None, None)
@@ -197,6 +209,7 @@ class EnvHandle:
         if self.cause is not None:
             return
         self.cause = cause
+        self.died = time.time()
         if not self._closing:
             log.warning("env_dead instance=%s env_id=%s pid=%s cause=%r", self.instance_id, self.env_id, self.pid, cause)
 

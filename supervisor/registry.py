@@ -2,7 +2,9 @@
 
 import asyncio
 import importlib.util
+import logging
 import multiprocessing
+import time
 import uuid
 from multiprocessing import forkserver
 from typing import Any
@@ -14,7 +16,9 @@ from envproc.protocol import EnvLimits
 from supervisor.cgroups import PidsCgroups
 from supervisor.errors import BadRequest, ConfigError, ServerBusy, UnknownInstance
 from supervisor.exits import memory_cause
-from supervisor.handle import EnvHandle, tree_usage
+from supervisor.handle import EnvHandle, State, tree_usage
+
+log = logging.getLogger("gym_supervisor.env")
 
 # Imported once in the forkserver, so that every env process starts with them loaded.
 BASE_PRELOAD = ("envproc.worker", "gymnasium.envs.classic_control", "gymnasium.envs.toy_text")
@@ -32,7 +36,10 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     env_cpu_seconds: float = 0  # per env process; 0: no limit
     env_max_files: int = 0  # open files per env process; 0: as inherited
     env_max_procs: int = 0  # processes and threads per env, where a pids cgroup can be had; 0: no limit
-    watch_interval: float = 0.5  # seconds between looks at the envs' memory
+    idle_timeout: float = 0  # close an env with no request for this long; 0: never
+    max_lifetime: float = 0  # close an env this long after its creation; 0: never
+    dead_retention: float = 600  # forget a dead env's cause after this long
+    watch_interval: float = 0.5  # seconds between looks at the envs (memory, idleness, age)
 
 RETRY_AFTER = 5  # seconds a client is told to wait when the server is full
 
@@ -60,8 +67,7 @@ class Registry:
         """Start the forkserver with its modules imported, so the first create is fast too."""
         self._ctx.set_forkserver_preload([*BASE_PRELOAD, *self.limits.preload])
         await asyncio.get_running_loop().run_in_executor(None, forkserver.ensure_running)
-        if self.limits.env_memory_mb:
-            self._watcher = asyncio.create_task(self._watch_memory(), name="memory-watch")
+        self._watcher = asyncio.create_task(self._watch(), name="env-watch")
 
     def check_env_id(self, env_id: str) -> None:
         """Refuse `module:EnvId` for a module not allowed, before anything imports it."""
@@ -94,7 +100,7 @@ class Registry:
             max_files=self.limits.env_max_files,
             cgroup=self._cgroups.make(instance_id),
         )
-        handle = EnvHandle(self._ctx, instance_id, env_id, kwargs, seed, env_limits)
+        handle = EnvHandle(self._ctx, instance_id, env_id, kwargs, seed, env_limits, self.limits.max_lifetime)
         self._starting += 1
         try:
             await handle.start(timeout)
@@ -137,16 +143,30 @@ class Registry:
         await asyncio.gather(*(self.close(i) for i in ids), return_exceptions=True)
         self._cgroups.close()
 
-    async def _watch_memory(self) -> None:
+    async def _watch(self) -> None:
+        """Every watch_interval: stop envs over their memory, idle or too old; forget old deaths."""
+        while True:
+            await asyncio.sleep(self.limits.watch_interval)
+            if self.limits.env_memory_mb:
+                await self._stop_memory_hogs()
+            now = time.time()
+            for h in list(self._envs.values()):
+                if h.cause is None and h.state is State.READY:
+                    if self.limits.idle_timeout and now - h.last_active > self.limits.idle_timeout:
+                        h.end(f"was closed as idle after {self.limits.idle_timeout:g} s")
+                    elif h.past_lifetime(now):
+                        h.end(f"was closed at the end of its lifetime of {self.limits.max_lifetime:g} s")
+                elif h.died is not None and now - h.died > self.limits.dead_retention:
+                    await self.close(h.instance_id)
+                    log.info("env_forgotten instance=%s env_id=%s cause=%r", h.instance_id, h.env_id, h.cause)
+
+    async def _stop_memory_hogs(self) -> None:
         """Kill an env whose process tree holds more than its limit: helpers have rlimits of
         their own, so only the sum over the tree tells."""
         limit = self.limits.env_memory_mb * 2**20
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.limits.watch_interval)
-            live = [h for h in self._envs.values() if h.cause is None and h.pid is not None]
-            usage = await loop.run_in_executor(None, lambda: [tree_usage(h.pid)[1] for h in live])
-            over = [(h, rss) for h, rss in zip(live, usage, strict=True) if rss is not None and rss > limit]
-            await asyncio.gather(*(
-                h.kill(f"{memory_cause(h.limits)} (its processes held {rss / 2**20:.0f} MB)") for h, rss in over
-            ))
+        live = [h for h in self._envs.values() if h.cause is None and h.pid is not None]
+        usage = await asyncio.get_running_loop().run_in_executor(None, lambda: [tree_usage(h.pid)[1] for h in live])
+        over = [(h, rss) for h, rss in zip(live, usage, strict=True) if rss is not None and rss > limit]
+        await asyncio.gather(*(
+            h.kill(f"{memory_cause(h.limits)} (its processes held {rss / 2**20:.0f} MB)") for h, rss in over
+        ))

@@ -1,0 +1,72 @@
+"""Idle and old envs are closed; dead ones are kept for a while with their cause, then forgotten."""
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import Server, create, faulty, gone, start_server
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    s = start_server(
+        tmp_path_factory.mktemp("culling"), "--idle-timeout", "1", "--max-lifetime", "2.5", "--dead-retention", "1.5"
+    )
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def wait_for_state(c: httpx.Client, iid: str, want: str, within: float = 10) -> dict:
+    """Ask the server until the env is in state `want` (the watch runs every 0.5 s)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        info = c.get(f"/v1/envs/{iid}/").json()
+        if info.get("state") == want:
+            return info
+        time.sleep(0.1)
+    raise AssertionError(f"env {iid} not {want} within {within} s: {info}")
+
+
+def test_idle_env_is_closed_and_says_so(srv: Server) -> None:
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        iid = create(c, "CartPole-v1")
+        pid = c.get(f"/v1/envs/{iid}/").json()["pid"]
+        info = wait_for_state(c, iid, "dead")
+        assert info["cause"] == "was closed as idle after 1 s"
+        assert gone(pid)
+        r = c.post(f"/v1/envs/{iid}/reset/")
+        assert r.status_code == 410 and "was closed as idle after 1 s" in r.json()["message"]
+        assert f"env_dead instance={iid}" in srv.log.read_text()
+
+
+def test_env_past_its_lifetime_ends_after_its_current_request(srv: Server) -> None:
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        iid = create(c, faulty("Slow"))
+        c.post(f"/v1/envs/{iid}/reset/")
+        statuses = []
+        while not statuses or statuses[-1] == 200:  # busy all along: never idle for 1 s
+            statuses.append(c.post(f"/v1/envs/{iid}/step/", json={"action": 3}).status_code)  # 0.3 s each
+            assert len(statuses) < 30
+        assert statuses[-1] == 410 and set(statuses[:-1]) == {200}  # no request was cut short
+        r = c.post(f"/v1/envs/{iid}/reset/")
+        assert "end of its lifetime of 2.5 s" in r.json()["message"]
+
+
+def test_dead_env_is_forgotten_after_the_retention(srv: Server) -> None:
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        iid = create(c, faulty("Segfaults"))
+        c.post(f"/v1/envs/{iid}/reset/")
+        assert c.post(f"/v1/envs/{iid}/step/", json={"action": 0}).status_code == 502
+        assert iid in c.get("/v1/envs/").json()["all_envs"]
+        deadline = time.monotonic() + 10
+        while iid in c.get("/v1/envs/").json()["all_envs"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        r = c.post(f"/v1/envs/{iid}/reset/")
+        assert r.status_code == 400 and r.json()["message"] == f"Instance_id {iid} unknown"
