@@ -10,6 +10,7 @@ from api.params import MAX_BODY
 from api.routes import ROUTES
 from api.settings import Settings
 from supervisor.registry import Limits, Registry
+from supervisor.restart import RestartPolicy
 
 
 def build(settings: Settings, request_exit: Callable[[], None]) -> StepFastPath:
@@ -25,6 +26,8 @@ def build(settings: Settings, request_exit: Callable[[], None]) -> StepFastPath:
             idle_timeout=settings.idle_timeout,
             max_lifetime=settings.max_lifetime,
             dead_retention=settings.dead_retention,
+            create_timeout=settings.create_timeout,
+            restart=RestartPolicy(settings.restart_max, settings.restart_within) if settings.restart_max else None,
         )
     )
     app = Litestar(

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from supervisor.errors import BadRequest
+from supervisor.restart import RestartPolicy
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -18,6 +19,7 @@ class CreateBody(msgspec.Struct):
     env_id: str | None = None
     seed: int | None = None
     kwargs: dict[str, Any] = {}
+    restart: RestartPolicy | None = None
 
 
 class ResetBody(msgspec.Struct):

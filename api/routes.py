@@ -47,7 +47,7 @@ async def env_create(request: Request) -> Response:
     args = parse_body(await request.body(), CreateBody)
     env_id = required(args.env_id, "env_id")
     timeout = _timeout(request, request.app.state.settings.create_timeout)
-    instance_id = await _registry(request).create(env_id, args.kwargs, args.seed, timeout)
+    instance_id = await _registry(request).create(env_id, args.kwargs, args.seed, timeout, args.restart)
     return Response(msgspec.json.encode({"instance_id": instance_id}), media_type=JSON)
 
 
@@ -113,6 +113,13 @@ async def env_monitor_close(request: Request, instance_id: str) -> None:
     await _registry(request).call(instance_id, protocol.MonitorClose, _timeout(request))
 
 
+@post("/v1/envs/{instance_id:str}/restart", status_code=200)
+async def env_restart(request: Request, instance_id: str) -> Response:
+    timeout = _timeout(request, request.app.state.settings.create_timeout)
+    report = await _registry(request).restart(instance_id, timeout)
+    return Response(msgspec.json.encode(report), media_type=JSON)
+
+
 @post("/v1/envs/{instance_id:str}/close", status_code=204)
 async def env_close(request: Request, instance_id: str) -> None:
     await _registry(request).close(instance_id)
@@ -149,6 +156,7 @@ ROUTES = [
     env_observation_space_contains,
     env_monitor_start,
     env_monitor_close,
+    env_restart,
     env_close,
     upload,
     shutdown,

@@ -46,6 +46,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dead_retention: Annotated[
         float, Meta(ge=0, description="seconds a dead env stays listed with its cause before it is forgotten")
     ] = 600
+    restart_max: Annotated[
+        int, Meta(ge=0, description="restart an env that crashed or was killed for a timeout, at most N times "
+                                    "within --restart-within s, unless its create says otherwise (0: never)")
+    ] = 0
+    restart_within: Annotated[float, Meta(gt=0, description="the window of --restart-max, in seconds")] = 60
     data_dir: Annotated[str, Meta(description="monitor directories are confined under this directory")] = "data"
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], Meta(description="how much the server logs")

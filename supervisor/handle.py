@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -51,11 +52,15 @@ class EnvHandle:
 
     def __init__(
         self, ctx: BaseContext, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None,
-        limits: EnvLimits = NO_LIMITS, lifetime: float = 0,
+        limits: EnvLimits = NO_LIMITS, lifetime: float = 0, restarts: int = 0,
+        on_death: Callable[["EnvHandle"], None] | None = None,
     ) -> None:
         self._ctx = ctx
         self.limits = limits
         self.lifetime = lifetime
+        self.restarts = restarts  # how many processes this instance had before this one
+        self._on_death = on_death  # told of a death the env brought on itself (crash, timeout, limit)
+        self._ended_by_us = False
         self.instance_id = instance_id
         self.env_id = env_id
         self.kwargs = kwargs
@@ -145,10 +150,11 @@ class EnvHandle:
         self._signal_group()
         await self._wait_exit()
 
-    async def close(self, timeout: float) -> None:
-        """Ask an idle env to close; kill a busy one, or one that will not close. No process is left."""
+    async def close(self, timeout: float, force: bool = False) -> None:
+        """Ask an idle env to close (unless `force`); kill a busy one, or one that will not close.
+        No process is left afterwards."""
         self._closing = True
-        if self.cause is None and self._pipe is not None and not self._pipe.in_flight:
+        if not force and self.cause is None and self._pipe is not None and not self._pipe.in_flight:
             try:
                 await self.call(Close, timeout)
             except Exception:
@@ -164,9 +170,19 @@ class EnvHandle:
         log.info("env_closed instance=%s env_id=%s pid=%s", self.instance_id, self.env_id, self.pid)
 
     def end(self, cause: str) -> None:
-        """Stop the env now without waiting; it stays listed, dead with this cause."""
+        """Stop the env now without waiting; it stays listed, dead with this cause, and is not
+        restarted: the server chose to end it."""
+        self._ended_by_us = True
         self._set_cause(cause)
         self._signal_group()
+
+    def amend_cause(self, more: str) -> None:
+        """Add what became of a dead env (a crash loop, a failed restart) to its cause."""
+        self.cause = more if self.cause is None else f"{more} (last: {self.cause})"
+
+    async def reaped(self) -> None:
+        """Wait until the process is gone (bounded; a stuck one is killed)."""
+        await self._wait_exit()
 
     def past_lifetime(self, now: float) -> bool:
         return bool(self.lifetime) and now - self.created > self.lifetime
@@ -185,6 +201,7 @@ class EnvHandle:
             "episodes": self.episodes,
             "cpu_seconds": cpu,
             "rss_bytes": rss,
+            "restarts": self.restarts,
             "cause": self.cause,
         }
 
@@ -212,6 +229,8 @@ class EnvHandle:
         self.died = time.time()
         if not self._closing:
             log.warning("env_dead instance=%s env_id=%s pid=%s cause=%r", self.instance_id, self.env_id, self.pid, cause)
+            if self._on_death is not None and not self._ended_by_us:
+                self._on_death(self)
 
     def _signal_group(self) -> None:
         """SIGKILL the env's process group, helpers included, and the env itself while unreaped.

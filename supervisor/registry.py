@@ -14,8 +14,9 @@ import msgspec
 from envproc import protocol
 from envproc.protocol import EnvLimits
 from supervisor.cgroups import PidsCgroups
-from supervisor.errors import BadRequest, ConfigError, ServerBusy, UnknownInstance
+from supervisor.errors import BadRequest, ConfigError, ServerBusy, SupervisorError, UnknownInstance
 from supervisor.exits import memory_cause
+from supervisor.restart import RestartPolicy, crash_loop, loop_cause, recent
 from supervisor.handle import EnvHandle, State, tree_usage
 
 log = logging.getLogger("gym_supervisor.env")
@@ -40,6 +41,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_lifetime: float = 0  # close an env this long after its creation; 0: never
     dead_retention: float = 600  # forget a dead env's cause after this long
     watch_interval: float = 0.5  # seconds between looks at the envs (memory, idleness, age)
+    create_timeout: float = 60  # for automatic restarts, which have no request to take one from
+    restart: RestartPolicy | None = None  # the default for envs created without one
 
 RETRY_AFTER = 5  # seconds a client is told to wait when the server is full
 
@@ -62,6 +65,9 @@ class Registry:
         self._closing = False
         self._watcher: asyncio.Task[None] | None = None
         self._cgroups = PidsCgroups(limits.env_max_procs)
+        self._policies: dict[str, RestartPolicy] = {}
+        self._history: dict[str, list[float]] = {}  # automatic restart times per instance
+        self._restarting: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
         """Start the forkserver with its modules imported, so the first create is fast too."""
@@ -82,7 +88,10 @@ class Registry:
                 f"(the admin allows one with --allow-module {module}){hint}"
             )
 
-    async def create(self, env_id: str, kwargs: dict[str, Any], seed: int | None, timeout: float) -> str:
+    async def create(
+        self, env_id: str, kwargs: dict[str, Any], seed: int | None, timeout: float,
+        restart: RestartPolicy | None = None,
+    ) -> str:
         if self._closing:
             raise ServerBusy("the server is shutting down and starts no new env")
         self.check_env_id(env_id)
@@ -94,13 +103,27 @@ class Registry:
         instance_id = uuid.uuid4().hex[:8]
         while instance_id in self._envs:
             instance_id = uuid.uuid4().hex[:8]
+        handle = await self._launch(instance_id, env_id, kwargs, seed, timeout, restarts=0)
+        self._envs[instance_id] = handle
+        policy = restart or self.limits.restart
+        if policy is not None:
+            self._policies[instance_id] = policy
+        return instance_id
+
+    async def _launch(
+        self, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None, timeout: float, restarts: int
+    ) -> EnvHandle:
+        """Start one process for an instance; nothing is left running if it fails."""
         env_limits = EnvLimits(
             memory_mb=self.limits.env_memory_mb,
             cpu_seconds=self.limits.env_cpu_seconds,
             max_files=self.limits.env_max_files,
-            cgroup=self._cgroups.make(instance_id),
+            cgroup=self._cgroups.make(f"{instance_id}-{restarts}"),
         )
-        handle = EnvHandle(self._ctx, instance_id, env_id, kwargs, seed, env_limits, self.limits.max_lifetime)
+        handle = EnvHandle(
+            self._ctx, instance_id, env_id, kwargs, seed, env_limits, self.limits.max_lifetime,
+            restarts=restarts, on_death=self._on_death,
+        )
         self._starting += 1
         try:
             await handle.start(timeout)
@@ -109,8 +132,65 @@ class Registry:
         if self._closing:  # close_all ran while this env started: it must not outlive the server
             await handle.close(CLOSE_TIMEOUT)
             raise ServerBusy("the server is shutting down and starts no new env")
-        self._envs[instance_id] = handle
-        return instance_id
+        return handle
+
+    async def restart(self, instance_id: str, timeout: float) -> dict[str, Any]:
+        """Kill the instance's process, whatever its state, and start a fresh one under its id."""
+        await self._settle(instance_id, timeout)
+        old = self.get(instance_id)
+        report = {"pid": old.pid, "state": old.state.value, "cause": old.cause}
+        await old.close(CLOSE_TIMEOUT, force=True)
+        try:
+            new = await self._launch(instance_id, old.env_id, old.kwargs, old.seed, timeout, old.restarts + 1)
+        except BaseException as exc:
+            old.amend_cause(f"was restarted, but the new process failed: {exc}")
+            raise
+        if self._envs.get(instance_id) is not old:  # closed while it restarted
+            await new.close(CLOSE_TIMEOUT)
+            raise UnknownInstance(instance_id)
+        self._envs[instance_id] = new
+        log.info("env_restarted instance=%s env_id=%s old_pid=%s pid=%s", instance_id, new.env_id, old.pid, new.pid)
+        return {"instance_id": instance_id, "old": report, "new": {"pid": new.pid}}
+
+    def _on_death(self, handle: EnvHandle) -> None:
+        """An env died on its own: restart it if its policy says so."""
+        iid = handle.instance_id
+        if self._closing or self._envs.get(iid) is not handle or iid not in self._policies:
+            return
+        task = asyncio.create_task(self._restart_after_death(handle), name=f"restart-{iid}")
+        self._restarting[iid] = task
+        task.add_done_callback(lambda _: self._restarting.pop(iid, None))
+
+    async def _restart_after_death(self, old: EnvHandle) -> None:
+        iid, policy = old.instance_id, self._policies[old.instance_id]
+        await old.reaped()
+        now = time.time()
+        history = recent(self._history.get(iid, []), now, policy)
+        if crash_loop(history, now, policy):
+            old.amend_cause(loop_cause(policy))
+            log.warning("env_crash_loop instance=%s env_id=%s cause=%r", iid, old.env_id, old.cause)
+            return
+        self._history[iid] = [*history, now]
+        try:
+            new = await self._launch(iid, old.env_id, old.kwargs, old.seed, self.limits.create_timeout, old.restarts + 1)
+        except SupervisorError as exc:
+            old.amend_cause(f"restarting it failed: {exc}")
+            return
+        if self._envs.get(iid) is not old:  # closed or restarted by hand meanwhile
+            await new.close(CLOSE_TIMEOUT)
+            return
+        self._envs[iid] = new
+        log.info("env_restarted instance=%s env_id=%s old_pid=%s pid=%s restarts=%d",
+                 iid, new.env_id, old.pid, new.pid, new.restarts)
+
+    async def _settle(self, instance_id: str, timeout: float) -> None:
+        """Let an automatic restart under way finish (within the request's timeout)."""
+        pending = self._restarting.get(instance_id)
+        if pending is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(pending), timeout)
+            except TimeoutError:
+                pass
 
     def live(self) -> int:
         """Env processes running or starting; dead envs kept for their cause do not count."""
@@ -123,7 +203,11 @@ class Registry:
             raise UnknownInstance(instance_id) from None
 
     async def call(self, instance_id: str, kind: type[protocol.Request], timeout: float, **fields: Any) -> bytes:
-        return await self.get(instance_id).call(kind, timeout, **fields)
+        handle = self.get(instance_id)
+        if handle.cause is not None and instance_id in self._restarting:
+            await self._settle(instance_id, timeout)
+            handle = self.get(instance_id)
+        return await handle.call(kind, timeout, **fields)
 
     def list_all(self) -> dict[str, str]:
         return {iid: h.env_id for iid, h in self._envs.items()}
@@ -132,10 +216,15 @@ class Registry:
         handle = self._envs.pop(instance_id, None)
         if handle is None:
             raise UnknownInstance(instance_id)
+        self._policies.pop(instance_id, None)
+        self._history.pop(instance_id, None)
         await handle.close(timeout)
 
     async def close_all(self) -> None:
         self._closing = True
+        for task in list(self._restarting.values()):
+            task.cancel()
+        await asyncio.gather(*self._restarting.values(), return_exceptions=True)
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)

@@ -1,0 +1,27 @@
+"""When an env that died on its own is started again: a pure decision over its restart times."""
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+
+class RestartPolicy(msgspec.Struct, frozen=True):
+    """Restart after a crash or timeout kill, at most `max` times within `within_s` seconds."""
+
+    max: Annotated[int, Meta(ge=1)]
+    within_s: Annotated[float, Meta(gt=0)]
+
+
+def recent(history: list[float], now: float, policy: RestartPolicy) -> list[float]:
+    """The restart times that still count against the policy."""
+    return [t for t in history if now - t < policy.within_s]
+
+
+def crash_loop(history: list[float], now: float, policy: RestartPolicy) -> bool:
+    """True when one more restart would be more than `max` within `within_s`."""
+    return len(recent(history, now, policy)) >= policy.max
+
+
+def loop_cause(policy: RestartPolicy) -> str:
+    return f"crash loop: {policy.max} restarts in {policy.within_s:g} s"

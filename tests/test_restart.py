@@ -1,0 +1,87 @@
+"""Restarts: by hand, automatic after a crash or timeout, and a crash loop that stays dead."""
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from supervisor.restart import RestartPolicy, crash_loop
+from tests.conftest import Server, create, faulty, gone, start_server
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_restart_by_hand_keeps_the_id_and_starts_a_fresh_process(client: httpx.Client) -> None:
+    iid = create(client, faulty("Segfaults"), seed=5)
+    first = client.post(f"/v1/envs/{iid}/reset/").json()["info"]["pid"]
+    r = client.post(f"/v1/envs/{iid}/restart/")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["instance_id"] == iid and body["old"] == {"pid": first, "state": "ready", "cause": None}
+    assert body["new"]["pid"] != first and gone(first)
+    assert client.post(f"/v1/envs/{iid}/reset/").json()["info"]["pid"] == body["new"]["pid"]
+    assert client.get(f"/v1/envs/{iid}/").json()["restarts"] == 1
+    # a dead env comes back too, and reports how it had died
+    assert client.post(f"/v1/envs/{iid}/step/", json={"action": 0}).status_code == 502
+    again = client.post(f"/v1/envs/{iid}/restart").json()
+    assert again["old"]["state"] == "dead" and "SIGSEGV" in again["old"]["cause"]
+    assert client.post(f"/v1/envs/{iid}/reset/").status_code == 200
+
+
+def test_restart_of_unknown_instance_is_400(client: httpx.Client) -> None:
+    r = client.post("/v1/envs/nope/restart/")
+    assert r.status_code == 400 and r.json()["message"] == "Instance_id nope unknown"
+
+
+def test_automatic_restart_after_crash_and_timeout_then_crash_loop(client: httpx.Client) -> None:
+    iid = create(client, faulty("SpawnsHelpers"), seed=1, restart={"max": 2, "within_s": 60})
+    pids = []
+    for action, status in ((1, 502), (2, 504)):  # a segfault, then a spin killed for its timeout
+        pids.append(client.post(f"/v1/envs/{iid}/reset/").json()["info"]["pid"])
+        r = client.post(f"/v1/envs/{iid}/step/", json={"action": action}, headers={"X-Request-Timeout": "1"})
+        assert r.status_code == status
+        step = client.post(f"/v1/envs/{iid}/step/", json={"action": 0})  # back, but needs a reset
+        assert step.status_code == 400 and "reset first" in step.json()["message"]
+    assert client.get(f"/v1/envs/{iid}/").json()["restarts"] == 2
+    client.post(f"/v1/envs/{iid}/reset/")
+    assert client.post(f"/v1/envs/{iid}/step/", json={"action": 1}).status_code == 502  # a third death
+    r = client.post(f"/v1/envs/{iid}/reset/")
+    assert r.status_code == 410 and "crash loop: 2 restarts in 60 s" in r.json()["message"]
+    assert all(gone(p) for p in pids)
+
+
+def test_restart_policy_is_checked(client: httpx.Client) -> None:
+    for bad in ({"max": 0, "within_s": 5}, {"max": 2}, {"max": 2, "within_s": -1}, "often"):
+        r = client.post("/v1/envs/", json={"env_id": "CartPole-v1", "restart": bad})
+        assert r.status_code == 400 and "restart" in r.json()["message"], r.text
+
+
+def test_crash_loop_counts_only_restarts_within_the_window() -> None:
+    policy = RestartPolicy(max=2, within_s=10)
+    assert not crash_loop([], 100, policy)
+    assert not crash_loop([95], 100, policy)
+    assert crash_loop([95, 99], 100, policy)
+    assert not crash_loop([85, 99], 100, policy)  # the first is out of the window
+
+
+@pytest.fixture(scope="module")
+def restarting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    s = start_server(tmp_path_factory.mktemp("restarting"), "--restart-max", "1", "--restart-within", "30")
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def test_server_default_restart_policy(restarting: Server) -> None:
+    with httpx.Client(base_url=restarting.url, timeout=30) as c:
+        iid = create(c, faulty("Exits"))
+        c.post(f"/v1/envs/{iid}/reset/")
+        assert c.post(f"/v1/envs/{iid}/step/", json={"action": 0}).status_code == 502
+        assert c.post(f"/v1/envs/{iid}/reset/").status_code == 200  # restarted once
+        assert c.post(f"/v1/envs/{iid}/step/", json={"action": 0}).status_code == 502
+        r = c.post(f"/v1/envs/{iid}/reset/")
+        assert r.status_code == 410 and "crash loop: 1 restarts in 30 s" in r.json()["message"]
+        assert "exited with code 3" in r.json()["message"]
+        plain = create(c, "CartPole-v1", restart=None)
+        assert c.get(f"/v1/envs/{plain}/").json()["restarts"] == 0
