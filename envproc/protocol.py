@@ -4,7 +4,6 @@ from typing import Any
 
 import msgspec
 
-
 # The env process exits with this code when it runs out of memory: its state cannot be trusted.
 EXIT_OUT_OF_MEMORY = 86
 

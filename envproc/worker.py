@@ -2,7 +2,7 @@
 
 import importlib
 import os
-import signal
+import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -184,9 +184,14 @@ def _raised(seq: int, exc: BaseException) -> Raised:
     return Raised(seq, kind, type(exc).__name__, str(exc))
 
 
-def main(conn: Connection) -> None:
+def main(conn: Connection, output: Connection) -> None:
     """Process target: one env's whole life."""
     os.setsid()  # our own process group, so that kill takes helpers too
+    for fd in (1, 2):  # the server reads what we print, so a flood never blocks us or fills its log
+        os.dup2(output.fileno(), fd)
+    output.close()  # now, not at garbage collection, when its number may be an env's file
+    sys.stdout.reconfigure(line_buffering=True)  # a crash must not lose what was printed
+    sys.stderr.reconfigure(line_buffering=True)
     guardian.die_with_parent()  # the forkserver ends with the server, and we with it
     inherited.close_all_but({conn.fileno()})
     try:

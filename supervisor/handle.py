@@ -28,6 +28,7 @@ from supervisor.errors import (
     NotAvailable,
 )
 from supervisor.exits import NO_LIMITS, describe_exit
+from supervisor.output import OutputTail
 from supervisor.pipe import PipeLost, ReplyPipe
 
 log = logging.getLogger("gym_supervisor.env")
@@ -78,6 +79,7 @@ class EnvHandle:
         self._proc: Any = None
         self._pipe: ReplyPipe | None = None
         self._exited: asyncio.Future[int | None] | None = None
+        self.output: OutputTail | None = None
 
     # --- the interface ---
 
@@ -85,11 +87,15 @@ class EnvHandle:
         """Start the process and build the env; on any failure nothing is left running."""
         loop = asyncio.get_running_loop()
         parent_end, child_end = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=worker.main, args=(child_end,), name=f"env-{self.instance_id}")
+        out_end, out_child = self._ctx.Pipe(duplex=False)
+        self._proc = self._ctx.Process(target=worker.main, args=(child_end, out_child), name=f"env-{self.instance_id}")
         try:
             await loop.run_in_executor(_starter, self._proc.start)
         finally:
             child_end.close()  # ours only: the child's death must read as EOF here
+            out_child.close()
+        _, self.output = await loop.connect_read_pipe(OutputTail, os.fdopen(os.dup(out_end.fileno()), "rb", 0))
+        out_end.close()
         self.pid = self._proc.pid
         self._exited = loop.create_future()
         loop.add_reader(self._proc.sentinel, self._on_sentinel)
@@ -120,10 +126,10 @@ class EnvHandle:
                 reply = await fut
         except TimeoutError:
             await self.kill(f"was killed after {timeout:g} s without a reply")
-            raise EnvTimeout(f"{self._name} {self.cause}; create a new one") from None
+            raise EnvTimeout(f"{self._name} {self.cause}; create a new one{await self._last_output()}") from None
         except PipeLost:
             await self._wait_exit()
-            raise EnvCrashed(f"{self._name} {self.cause}; close it and create a new one") from None
+            raise EnvCrashed(f"{self._name} {self.cause}; close it and create a new one{await self._last_output()}") from None
         self.last_active = time.time()
         if self.past_lifetime(self.last_active) and not self._pipe.in_flight:
             self.end(f"was closed at the end of its lifetime of {self.lifetime:g} s")  # this reply still goes out
@@ -203,6 +209,7 @@ class EnvHandle:
             "rss_bytes": rss,
             "restarts": self.restarts,
             "cause": self.cause,
+            "output": self.output.lines() if self.output else [],
         }
 
     @property
@@ -264,6 +271,16 @@ class EnvHandle:
     def _on_mismatch(self, what: str) -> None:
         self._set_cause(f"broke the protocol: it {what}")
         self._signal_group()
+
+    async def _last_output(self) -> str:
+        """The env's last lines, once its processes are gone and have flushed them (bounded wait)."""
+        if self.output is None:
+            return ""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.output.closed), 0.5)
+        except TimeoutError:
+            pass
+        return self.output.quote()
 
     async def _wait_exit(self) -> None:
         assert self._exited is not None

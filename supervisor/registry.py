@@ -16,8 +16,8 @@ from envproc.protocol import EnvLimits
 from supervisor.cgroups import PidsCgroups
 from supervisor.errors import BadRequest, ConfigError, ServerBusy, SupervisorError, UnknownInstance
 from supervisor.exits import memory_cause
-from supervisor.restart import RestartPolicy, crash_loop, loop_cause, recent
 from supervisor.handle import EnvHandle, State, tree_usage
+from supervisor.restart import RestartPolicy, crash_loop, loop_cause, recent
 
 log = logging.getLogger("gym_supervisor.env")
 

@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import signal
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -172,6 +173,25 @@ class ListsFds(Base):
         return obs, info
 
 
+class Floods(Base):
+    """Writes `action` x 10 MB to stdout and as much to stderr, then a last line, then steps."""
+
+    def fault(self, action: Any) -> None:
+        block = ("x" * 1023 + "\n") * 1024
+        for _ in range(10 * int(action)):
+            sys.stdout.write(block)
+            sys.stderr.write(block)
+        print(f"flooded {action}", flush=True)
+
+
+class PrintsThenCrashes(Base):
+    def fault(self, action: Any) -> None:
+        for i in range(100):
+            print(f"line {i}")
+        print("about to crash", file=sys.stderr)
+        ctypes.string_at(0)
+
+
 class HangsInInit(Base):
     def __init__(self, signal_path: str | None = None) -> None:
         time.sleep(3600)
@@ -234,5 +254,5 @@ class Image(gym.Env):
 
 
 for _cls in (Raises, Segfaults, Exits, Spins, IgnoresTerm, Slow, SpawnsHelpers, MemoryBomb, HelperHog, FileHog, ForkBomb, EscapesGroup,
-             ListsFds, HangsInInit, RaisesInInit, Structured, Image):
+             ListsFds, Floods, PrintsThenCrashes, HangsInInit, RaisesInInit, Structured, Image):
     gym.register(id=f"{_cls.__name__}-v0", entry_point=_cls, disable_env_checker=True)

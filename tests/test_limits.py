@@ -1,7 +1,6 @@
 """Per-env limits: memory (rlimit and the tree's RSS), CPU time, open files; the server survives."""
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psutil
