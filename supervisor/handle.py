@@ -3,6 +3,7 @@
 import asyncio
 import enum
 import logging
+import multiprocessing.process
 import os
 import signal
 import socket
@@ -87,15 +88,18 @@ class EnvHandle:
         """Start the process and build the env; on any failure nothing is left running."""
         loop = asyncio.get_running_loop()
         parent_end, child_end = self._ctx.Pipe()
-        out_end, out_child = self._ctx.Pipe(duplex=False)
+        # Output comes over a socket pair too: uvloop closes a pipe's descriptor twice (libuv,
+        # then the file object), which in a threaded process can close another thread's new fd.
+        out_end, out_child = self._ctx.Pipe()
         self._proc = self._ctx.Process(target=worker.main, args=(child_end, out_child), name=f"env-{self.instance_id}")
         try:
-            await loop.run_in_executor(_starter, self._proc.start)
+            await loop.run_in_executor(_starter, _start, self._proc)
         finally:
             child_end.close()  # ours only: the child's death must read as EOF here
             out_child.close()
-        _, self.output = await loop.connect_read_pipe(OutputTail, os.fdopen(os.dup(out_end.fileno()), "rb", 0))
+        out_sock = socket.socket(fileno=os.dup(out_end.fileno()))
         out_end.close()
+        _, self.output = await loop.create_unix_connection(OutputTail, sock=out_sock)
         self.pid = self._proc.pid
         self._exited = loop.create_future()
         loop.add_reader(self._proc.sentinel, self._on_sentinel)
@@ -301,11 +305,42 @@ class EnvHandle:
             cgroups.remove(self.limits.cgroup)
 
 
+def _start(proc: Any) -> None:
+    """Start a process, in the starter thread, and take it out of multiprocessing's bookkeeping.
+
+    Process.start() polls every process it knows of, reading their sentinels; were ours among
+    them, that thread would read a sentinel the event loop had just closed and reused, and steal
+    a starting process's pid from its pipe. The handle alone reaps its process.
+    """
+    proc.start()
+    multiprocessing.process._children.discard(proc)
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def tree_pss(pid: int) -> int | None:
+    """The memory a process tree holds, shared pages split among their sharers (PSS): forks of
+    one env share most of their pages, which a sum of RSS would count once per process."""
+    try:
+        procs = _tree(pid)
+    except psutil.Error:
+        return None
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_full_info().pss
+        except psutil.Error:
+            pass  # it ended while we looked
+    return total
+
+
 def tree_usage(pid: int) -> tuple[float | None, int | None]:
     """CPU seconds (user + system) and resident memory of a process and all its descendants."""
     try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        procs = _tree(pid)
     except psutil.Error:
         return None, None
     cpu, rss = 0.0, 0

@@ -16,7 +16,7 @@ from envproc.protocol import EnvLimits
 from supervisor.cgroups import PidsCgroups
 from supervisor.errors import BadRequest, ConfigError, ServerBusy, SupervisorError, UnknownInstance
 from supervisor.exits import memory_cause
-from supervisor.handle import EnvHandle, State, tree_usage
+from supervisor.handle import EnvHandle, State, tree_pss
 from supervisor.restart import RestartPolicy, crash_loop, loop_cause, recent
 
 log = logging.getLogger("gym_supervisor.env")
@@ -254,7 +254,7 @@ class Registry:
         their own, so only the sum over the tree tells."""
         limit = self.limits.env_memory_mb * 2**20
         live = [h for h in self._envs.values() if h.cause is None and h.pid is not None]
-        usage = await asyncio.get_running_loop().run_in_executor(None, lambda: [tree_usage(h.pid)[1] for h in live])
+        usage = await asyncio.get_running_loop().run_in_executor(None, lambda: [tree_pss(h.pid) for h in live])
         over = [(h, rss) for h, rss in zip(live, usage, strict=True) if rss is not None and rss > limit]
         await asyncio.gather(*(
             h.kill(f"{memory_cause(h.limits)} (its processes held {rss / 2**20:.0f} MB)") for h, rss in over
