@@ -27,6 +27,8 @@ def build(settings: Settings, request_exit: Callable[[], None]) -> StepFastPath:
             max_lifetime=settings.max_lifetime,
             dead_retention=settings.dead_retention,
             create_timeout=settings.create_timeout,
+            env_user=settings.env_user,
+            env_no_network=settings.env_no_network,
             restart=RestartPolicy(settings.restart_max, settings.restart_within) if settings.restart_max else None,
         )
     )

@@ -27,7 +27,11 @@ def _parser() -> argparse.ArgumentParser:
         flag = "--" + field.name.replace("_", "-")
         names = [flag, *SEED_ALIASES.get(field.name, [])]
         kwargs: dict[str, Any] = {"dest": field.name, "help": meta.description, "default": field.default}
-        if get_origin(kind) is tuple:
+        if type(None) in get_args(kind):  # optional: the flag takes the other type
+            kind = next(k for k in get_args(kind) if k is not type(None))
+        if kind is bool:
+            kwargs.update(action="store_true")
+        elif get_origin(kind) is tuple:
             kwargs.update(action="append", default=argparse.SUPPRESS, metavar="MODULE")
         elif get_origin(kind) is Literal:
             kwargs["choices"] = get_args(kind)

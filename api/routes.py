@@ -99,6 +99,7 @@ async def env_monitor_start(request: Request, instance_id: str) -> None:
     registry = _registry(request)
     registry.get(instance_id)  # an unknown instance is reported before a missing directory, as the seed does
     directory = confine(Path(request.app.state.settings.data_dir), required(args.directory, "directory"))
+    registry.prepare_directory(directory)
     every = 0 if args.video_callable is False else int(args.video_callable)  # true: every episode
     if every < 0:
         raise BadRequest("video_callable must be false, true or a positive number n (record every n-th episode)")

@@ -51,6 +51,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                                     "within --restart-within s, unless its create says otherwise (0: never)")
     ] = 0
     restart_within: Annotated[float, Meta(gt=0, description="the window of --restart-max, in seconds")] = 60
+    env_user: Annotated[
+        str | None, Meta(description="run env code as this user, with no supplementary groups (the server must be root)")
+    ] = None
+    env_no_network: Annotated[
+        bool, Meta(description="run each env in a network namespace of its own, with only loopback")
+    ] = False
     data_dir: Annotated[str, Meta(description="monitor directories are confined under this directory")] = "data"
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], Meta(description="how much the server logs")

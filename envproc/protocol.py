@@ -15,6 +15,9 @@ class EnvLimits(msgspec.Struct, frozen=True, kw_only=True):
     cpu_seconds: float = 0  # CPU time of the env process itself
     max_files: int = 0  # open file descriptors
     cgroup: str | None = None  # a pids cgroup directory the process joins before anything else
+    no_network: bool = False  # a network namespace of its own, with only loopback
+    uid: int | None = None  # the user env code runs as (the server must be root to switch)
+    gid: int | None = None
 
 
 class Request(msgspec.Struct, frozen=True, tag_field="op", tag=str.lower):

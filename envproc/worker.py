@@ -10,7 +10,7 @@ import gymnasium as gym
 import msgspec
 import numpy as np
 
-from envproc import guardian, inherited, limits
+from envproc import guardian, inherited, limits, sandbox
 from envproc.convert import BadValue, describe, from_json, parse_scalar, to_json
 from envproc.monitor import Monitor, MonitorRefused
 from envproc.protocol import (
@@ -201,6 +201,11 @@ def main(conn: Connection, output: Connection) -> None:
     assert isinstance(first, Make)
     try:
         limits.apply(first.limits)
+        if first.limits.no_network:
+            sandbox.unshare_network()
+        if first.limits.uid is not None and first.limits.gid is not None:
+            sandbox.drop_to(first.limits.uid, first.limits.gid)
+            guardian.die_with_parent()  # a change of user clears the parent-death signal
         guardian.start()  # in the env's cgroup, before any env code: when we end, so do our helpers
         server = EnvServer(first)
     except MemoryError:

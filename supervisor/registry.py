@@ -4,14 +4,17 @@ import asyncio
 import importlib.util
 import logging
 import multiprocessing
+import os
+import pwd
 import time
 import uuid
 from multiprocessing import forkserver
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from envproc import protocol
+from envproc import protocol, sandbox
 from envproc.protocol import EnvLimits
 from supervisor.cgroups import PidsCgroups
 from supervisor.errors import BadRequest, ConfigError, ServerBusy, SupervisorError, UnknownInstance
@@ -43,6 +46,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     watch_interval: float = 0.5  # seconds between looks at the envs (memory, idleness, age)
     create_timeout: float = 60  # for automatic restarts, which have no request to take one from
     restart: RestartPolicy | None = None  # the default for envs created without one
+    env_user: str | None = None  # the user env code runs as
+    env_no_network: bool = False  # each env in a network namespace of its own
 
 RETRY_AFTER = 5  # seconds a client is told to wait when the server is full
 
@@ -59,6 +64,9 @@ class Registry:
             if not found:
                 raise ConfigError(f"--preload {name}: no such module here")
         self.limits = limits
+        self._user = _resolve_user(limits.env_user)
+        if limits.env_no_network and (why := sandbox.can_unshare_network()) is not None:
+            raise ConfigError(f"--env-no-network: this machine does not let the server make network namespaces ({why})")
         self._ctx = multiprocessing.get_context("forkserver")
         self._envs: dict[str, EnvHandle] = {}
         self._starting = 0
@@ -74,6 +82,12 @@ class Registry:
         self._ctx.set_forkserver_preload([*BASE_PRELOAD, *self.limits.preload])
         await asyncio.get_running_loop().run_in_executor(None, forkserver.ensure_running)
         self._watcher = asyncio.create_task(self._watch(), name="env-watch")
+
+    def prepare_directory(self, path: Path) -> None:
+        """Make a directory an env will write to, owned by the env's user when it has one."""
+        path.mkdir(parents=True, exist_ok=True)
+        if self._user is not None:
+            os.chown(path, *self._user)
 
     def check_env_id(self, env_id: str) -> None:
         """Refuse `module:EnvId` for a module not allowed, before anything imports it."""
@@ -119,6 +133,9 @@ class Registry:
             cpu_seconds=self.limits.env_cpu_seconds,
             max_files=self.limits.env_max_files,
             cgroup=self._cgroups.make(f"{instance_id}-{restarts}"),
+            no_network=self.limits.env_no_network,
+            uid=self._user[0] if self._user else None,
+            gid=self._user[1] if self._user else None,
         )
         handle = EnvHandle(
             self._ctx, instance_id, env_id, kwargs, seed, env_limits, self.limits.max_lifetime,
@@ -259,3 +276,15 @@ class Registry:
         await asyncio.gather(*(
             h.kill(f"{memory_cause(h.limits)} (its processes held {rss / 2**20:.0f} MB)") for h, rss in over
         ))
+
+
+def _resolve_user(name: str | None) -> tuple[int, int] | None:
+    if name is None:
+        return None
+    try:
+        user = pwd.getpwnam(name)
+    except KeyError:
+        raise ConfigError(f"--env-user {name}: no such user on this machine") from None
+    if os.geteuid() != 0:
+        raise ConfigError(f"--env-user {name}: the server must run as root to run envs as another user")
+    return user.pw_uid, user.pw_gid

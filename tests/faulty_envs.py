@@ -9,6 +9,7 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -192,6 +193,35 @@ class PrintsThenCrashes(Base):
         ctypes.string_at(0)
 
 
+class Probes(Base):
+    """Reports, in reset's info, who it runs as and what it can reach (each check is optional)."""
+
+    def __init__(self, read: str | None = None, signal_pid: int | None = None, connect_port: int | None = None) -> None:
+        self.read, self.signal_pid, self.connect_port = read, signal_pid, connect_port
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        obs, info = super().reset(seed=seed)
+        info.update(uid=os.getuid(), gid=os.getgid(), groups=os.getgroups(),
+                    interfaces=[name for _, name in socket.if_nameindex()])
+        info["read"] = _outcome(lambda: open(self.read).read()) if self.read else None
+        info["signal"] = _outcome(lambda: os.kill(self.signal_pid, 0)) if self.signal_pid else None
+        if self.connect_port:
+            info["connect"] = _outcome(lambda: socket.create_connection(("127.0.0.1", self.connect_port), 2).close())
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen()
+            info["own_loopback"] = _outcome(lambda: socket.create_connection(server.getsockname(), 2).close())
+        return obs, info
+
+
+def _outcome(check: Any) -> str:
+    try:
+        check()
+    except Exception as exc:
+        return type(exc).__name__
+    return "ok"
+
+
 class HangsInInit(Base):
     def __init__(self, signal_path: str | None = None) -> None:
         time.sleep(3600)
@@ -254,5 +284,5 @@ class Image(gym.Env):
 
 
 for _cls in (Raises, Segfaults, Exits, Spins, IgnoresTerm, Slow, SpawnsHelpers, MemoryBomb, HelperHog, FileHog, ForkBomb, EscapesGroup,
-             ListsFds, Floods, PrintsThenCrashes, HangsInInit, RaisesInInit, Structured, Image):
+             ListsFds, Floods, PrintsThenCrashes, Probes, HangsInInit, RaisesInInit, Structured, Image):
     gym.register(id=f"{_cls.__name__}-v0", entry_point=_cls, disable_env_checker=True)

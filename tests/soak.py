@@ -18,17 +18,18 @@ FAULTY = "tests.faulty_envs"
 TIMEOUT = {"X-Request-Timeout": "1"}
 HEALTHY_TIMEOUT = 5.0
 
-# kind -> (action for the step, status the step must get); None: the create itself fails
-KINDS: dict[str, tuple[int, int] | None] = {
-    "Segfaults": (0, 502),
-    "Exits": (0, 502),
-    "Raises": (0, 500),
-    "Spins": (0, 504),
-    "IgnoresTerm": (0, 504),
-    "MemoryBomb": (0, 502),
-    "ForkBomb": (0, 200),
-    "Floods": (1, 200),
-    "SpawnsHelpers": (0, 200),
+# kind -> (action for the step, status the step must get, its timeout); None: the create fails.
+# The memory bomb gets time to reach its limit even on a loaded machine (else it is a 504).
+KINDS: dict[str, tuple[int, int, str] | None] = {
+    "Segfaults": (0, 502, "1"),
+    "Exits": (0, 502, "1"),
+    "Raises": (0, 500, "1"),
+    "Spins": (0, 504, "1"),
+    "IgnoresTerm": (0, 504, "1"),
+    "MemoryBomb": (0, 502, "20"),
+    "ForkBomb": (0, 200, "10"),
+    "Floods": (1, 200, "10"),
+    "SpawnsHelpers": (0, 200, "10"),
     "HangsInInit": None,
 }
 SERVER_FLAGS = ("--env-memory-mb", "200", "--env-max-procs", "64", "--env-cpu-seconds", "30")
@@ -78,9 +79,10 @@ def fault_client(url: str, kinds: list[str], deadline: float, report: Report, lo
             if plan is None or r.status_code != 200:
                 continue
             iid = r.json()["instance_id"]
-            action, want = plan
+            action, want, timeout = plan
             results = [("reset", c.post(f"/v1/envs/{iid}/reset/", headers=TIMEOUT), 200)]
-            results.append(("step", c.post(f"/v1/envs/{iid}/step/", json={"action": action}, headers=TIMEOUT), want))
+            step = c.post(f"/v1/envs/{iid}/step/", json={"action": action}, headers={"X-Request-Timeout": timeout})
+            results.append(("step", step, want))
             results.append(("close", c.post(f"/v1/envs/{iid}/close/"), 204))
             with lock:
                 for name, resp, expected in results:

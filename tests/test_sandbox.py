@@ -1,0 +1,91 @@
+"""Least privilege: env code as another user, and without the machine's network."""
+
+import os
+import pwd
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import create, faulty, start_server
+
+pytestmark = pytest.mark.timeout(60)
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs a server run as root")
+
+
+def probe(c: httpx.Client, **kwargs: object) -> dict:
+    iid = create(c, faulty("Probes"), kwargs=kwargs)
+    return c.post(f"/v1/envs/{iid}/reset/").json()["info"]
+
+
+@needs_root
+def test_env_user_runs_env_code_as_that_user(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("root only")
+    secret.chmod(0o600)
+    nobody = pwd.getpwnam("nobody")
+    data = Path(tempfile.mkdtemp(prefix="gym-supervisor-nobody-"))  # pytest's own tmp is root-only
+    data.chmod(0o755)
+    srv = start_server(tmp_path, "--env-user", "nobody", "--data-dir", str(data))
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            info = probe(c, read=str(secret), signal_pid=srv.proc.pid)
+            assert (info["uid"], info["gid"], info["groups"]) == (nobody.pw_uid, nobody.pw_gid, [])
+            assert info["read"] == "PermissionError" and info["signal"] == "PermissionError"
+            iid = create(c, "CartPole-v1", kwargs={"max_episode_steps": 2})  # and it still works
+            r = c.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "as-nobody"})
+            assert r.status_code == 204, r.text
+            c.post(f"/v1/envs/{iid}/reset/")
+            c.post(f"/v1/envs/{iid}/step/", json={"action": 0})
+            assert c.post(f"/v1/envs/{iid}/step/", json={"action": 0}).json()["done"]
+            assert list((data / "as-nobody").glob("openaigym.episode_batch.*.stats.json"))
+    finally:
+        srv.stop()
+        shutil.rmtree(data)
+
+
+def test_env_user_that_does_not_exist_refuses_to_start(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="no such user"):
+        start_server(tmp_path, "--env-user", "no-such-user-here")
+
+
+def test_env_no_network_leaves_only_loopback(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--env-no-network")
+    try:
+        port = int(srv.url.rsplit(":", 1)[1])
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            info = probe(c, connect_port=port)
+            assert info["interfaces"] == ["lo"]
+            assert info["connect"] == "ConnectionRefusedError"  # the server's loopback is not its loopback
+            assert info["own_loopback"] == "ok"
+    finally:
+        srv.stop()
+
+
+def test_without_the_flag_an_env_shares_the_machines_network(client: httpx.Client) -> None:
+    port = int(str(client.base_url).rstrip("/").rsplit(":", 1)[1])
+    info = probe(client, connect_port=port)
+    assert info["connect"] == "ok" and len(info["interfaces"]) >= 1
+    assert socket.if_nameindex()  # the test machine's own view, for comparison
+
+
+@needs_root
+def test_no_network_check_says_why_where_it_cannot() -> None:
+    from envproc import sandbox
+
+    nobody = pwd.getpwnam("nobody")
+    pid = os.fork()
+    if pid == 0:  # a process that may not make namespaces: what the check tells a server run so
+        code = 2
+        try:
+            sandbox.drop_to(nobody.pw_uid, nobody.pw_gid)
+            why = sandbox.can_unshare_network()
+            code = 0 if why and "not permitted" in why else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
