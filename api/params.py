@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from supervisor.errors import BadRequest
+from supervisor.asked import NONE_ASKED, AskedLimits
 from supervisor.restart import RestartPolicy
 
 T = TypeVar("T", bound=msgspec.Struct)
@@ -20,6 +21,7 @@ class CreateBody(msgspec.Struct):
     seed: int | None = None
     kwargs: dict[str, Any] = {}
     restart: RestartPolicy | None = None
+    limits: AskedLimits = NONE_ASKED
 
 
 class ResetBody(msgspec.Struct):

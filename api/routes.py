@@ -47,7 +47,7 @@ async def env_create(request: Request) -> Response:
     args = parse_body(await request.body(), CreateBody)
     env_id = required(args.env_id, "env_id")
     timeout = _timeout(request, request.app.state.settings.create_timeout)
-    instance_id = await _registry(request).create(env_id, args.kwargs, args.seed, timeout, args.restart)
+    instance_id = await _registry(request).create(env_id, args.kwargs, args.seed, timeout, args.restart, args.limits)
     return Response(msgspec.json.encode({"instance_id": instance_id}), media_type=JSON)
 
 

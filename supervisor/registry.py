@@ -16,6 +16,7 @@ import msgspec
 
 from envproc import protocol, sandbox
 from envproc.protocol import EnvLimits
+from supervisor.asked import NONE_ASKED, AskedLimits, tighter
 from supervisor.cgroups import PidsCgroups
 from supervisor.errors import BadRequest, ConfigError, ServerBusy, SupervisorError, UnknownInstance
 from supervisor.exits import memory_cause
@@ -104,7 +105,7 @@ class Registry:
 
     async def create(
         self, env_id: str, kwargs: dict[str, Any], seed: int | None, timeout: float,
-        restart: RestartPolicy | None = None,
+        restart: RestartPolicy | None = None, asked: AskedLimits = NONE_ASKED,
     ) -> str:
         if self._closing:
             raise ServerBusy("the server is shutting down and starts no new env")
@@ -117,7 +118,7 @@ class Registry:
         instance_id = uuid.uuid4().hex[:8]
         while instance_id in self._envs:
             instance_id = uuid.uuid4().hex[:8]
-        handle = await self._launch(instance_id, env_id, kwargs, seed, timeout, restarts=0)
+        handle = await self._launch(instance_id, env_id, kwargs, seed, timeout, 0, asked)
         self._envs[instance_id] = handle
         policy = restart or self.limits.restart
         if policy is not None:
@@ -125,12 +126,13 @@ class Registry:
         return instance_id
 
     async def _launch(
-        self, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None, timeout: float, restarts: int
+        self, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None, timeout: float, restarts: int,
+        asked: AskedLimits,
     ) -> EnvHandle:
         """Start one process for an instance; nothing is left running if it fails."""
         env_limits = EnvLimits(
-            memory_mb=self.limits.env_memory_mb,
-            cpu_seconds=self.limits.env_cpu_seconds,
+            memory_mb=int(tighter(self.limits.env_memory_mb, asked.memory_mb)),
+            cpu_seconds=tighter(self.limits.env_cpu_seconds, asked.cpu_seconds),
             max_files=self.limits.env_max_files,
             cgroup=self._cgroups.make(f"{instance_id}-{restarts}"),
             no_network=self.limits.env_no_network,
@@ -158,7 +160,7 @@ class Registry:
         report = {"pid": old.pid, "state": old.state.value, "cause": old.cause}
         await old.close(CLOSE_TIMEOUT, force=True)
         try:
-            new = await self._launch(instance_id, old.env_id, old.kwargs, old.seed, timeout, old.restarts + 1)
+            new = await self._launch(instance_id, old.env_id, old.kwargs, old.seed, timeout, old.restarts + 1, _asked(old))
         except BaseException as exc:
             old.amend_cause(f"was restarted, but the new process failed: {exc}")
             raise
@@ -189,7 +191,9 @@ class Registry:
             return
         self._history[iid] = [*history, now]
         try:
-            new = await self._launch(iid, old.env_id, old.kwargs, old.seed, self.limits.create_timeout, old.restarts + 1)
+            new = await self._launch(
+                iid, old.env_id, old.kwargs, old.seed, self.limits.create_timeout, old.restarts + 1, _asked(old)
+            )
         except SupervisorError as exc:
             old.amend_cause(f"restarting it failed: {exc}")
             return
@@ -253,8 +257,7 @@ class Registry:
         """Every watch_interval: stop envs over their memory, idle or too old; forget old deaths."""
         while True:
             await asyncio.sleep(self.limits.watch_interval)
-            if self.limits.env_memory_mb:
-                await self._stop_memory_hogs()
+            await self._stop_memory_hogs()
             now = time.time()
             for h in list(self._envs.values()):
                 if h.cause is None and h.state is State.READY:
@@ -269,10 +272,13 @@ class Registry:
     async def _stop_memory_hogs(self) -> None:
         """Kill an env whose process tree holds more than its limit: helpers have rlimits of
         their own, so only the sum over the tree tells."""
-        limit = self.limits.env_memory_mb * 2**20
-        live = [h for h in self._envs.values() if h.cause is None and h.pid is not None]
+        live = [h for h in self._envs.values() if h.cause is None and h.pid is not None and h.limits.memory_mb]
+        if not live:
+            return
         usage = await asyncio.get_running_loop().run_in_executor(None, lambda: [tree_pss(h.pid) for h in live])
-        over = [(h, rss) for h, rss in zip(live, usage, strict=True) if rss is not None and rss > limit]
+        over = [
+            (h, rss) for h, rss in zip(live, usage, strict=True) if rss is not None and rss > h.limits.memory_mb * 2**20
+        ]
         await asyncio.gather(*(
             h.kill(f"{memory_cause(h.limits)} (its processes held {rss / 2**20:.0f} MB)") for h, rss in over
         ))
@@ -288,3 +294,8 @@ def _resolve_user(name: str | None) -> tuple[int, int] | None:
     if os.geteuid() != 0:
         raise ConfigError(f"--env-user {name}: the server must run as root to run envs as another user")
     return user.pw_uid, user.pw_gid
+
+
+def _asked(old: EnvHandle) -> AskedLimits:
+    """A restarted env keeps the limits its create asked for."""
+    return AskedLimits(memory_mb=old.limits.memory_mb, cpu_seconds=old.limits.cpu_seconds)

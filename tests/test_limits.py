@@ -88,3 +88,24 @@ def test_oom_kill_from_outside_is_told_apart(client: httpx.Client, server: Serve
     client.post(f"/v1/envs/{iid}/reset/")
     r = client.post(f"/v1/envs/{iid}/reset/")
     assert r.status_code == 410 and "killed by SIGKILL, probably out of memory" in r.json()["message"]
+
+
+def test_create_may_tighten_the_servers_limits_but_not_loosen_them(limited: httpx.Client, client: httpx.Client) -> None:
+    from supervisor.asked import tighter
+
+    assert (tighter(150, 0), tighter(150, 100), tighter(150, 400), tighter(0, 100)) == (150, 100, 150, 100)
+    iid = create(limited, faulty("MemoryBomb"), limits={"memory_mb": 100})
+    limited.post(f"/v1/envs/{iid}/reset/")
+    r = limited.post(f"/v1/envs/{iid}/step/", json={"action": 0}, headers=LONG)
+    assert r.status_code == 502 and "hit its memory limit 100 MB" in r.json()["message"]
+    iid = create(limited, faulty("MemoryBomb"), limits={"memory_mb": 4000})
+    limited.post(f"/v1/envs/{iid}/reset/")
+    r = limited.post(f"/v1/envs/{iid}/step/", json={"action": 0}, headers=LONG)
+    assert r.status_code == 502 and "hit its memory limit 150 MB" in r.json()["message"]
+    # a server without a limit takes the one a create asks for
+    iid = create(client, faulty("Spins"), limits={"cpu_seconds": 1})
+    client.post(f"/v1/envs/{iid}/reset/")
+    r = client.post(f"/v1/envs/{iid}/step/", json={"action": 0}, headers=LONG)
+    assert r.status_code == 502 and "CPU limit 1 s exceeded" in r.json()["message"]
+    bad = client.post("/v1/envs/", json={"env_id": "CartPole-v1", "limits": {"memory_mb": -1}})
+    assert bad.status_code == 400 and "memory_mb" in bad.json()["message"]

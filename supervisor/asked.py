@@ -1,0 +1,24 @@
+"""Limits a create may ask for its env: tighter than the server's, never looser."""
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+
+class AskedLimits(msgspec.Struct, frozen=True, kw_only=True):
+    memory_mb: Annotated[int, Meta(ge=0)] = 0
+    cpu_seconds: Annotated[float, Meta(ge=0)] = 0
+
+
+NONE_ASKED = AskedLimits()
+
+
+def tighter(server: float, asked: float) -> float:
+    """The limit an env gets (0: none): a client may lower the server's limit, or set one where
+    the server has none, but never raise it."""
+    if not asked:
+        return server
+    if not server:
+        return asked
+    return min(server, asked)
