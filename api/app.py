@@ -13,25 +13,15 @@ from supervisor.registry import Limits, Registry
 from supervisor.restart import RestartPolicy
 
 
+def limits_of(settings: Settings) -> Limits:
+    """The registry's part of the settings: the fields both share by name, and the two that differ."""
+    shared = {name: getattr(settings, name) for name in Limits.__struct_fields__ if hasattr(settings, name)}
+    restart = RestartPolicy(settings.restart_max, settings.restart_within) if settings.restart_max else None
+    return Limits(**shared, allow_modules=settings.allow_module, restart=restart)
+
+
 def build(settings: Settings, request_exit: Callable[[], None]) -> StepFastPath:
-    registry = Registry(
-        Limits(
-            allow_modules=settings.allow_module,
-            preload=settings.preload,
-            max_envs=settings.max_envs,
-            env_memory_mb=settings.env_memory_mb,
-            env_cpu_seconds=settings.env_cpu_seconds,
-            env_max_files=settings.env_max_files,
-            env_max_procs=settings.env_max_procs,
-            idle_timeout=settings.idle_timeout,
-            max_lifetime=settings.max_lifetime,
-            dead_retention=settings.dead_retention,
-            create_timeout=settings.create_timeout,
-            env_user=settings.env_user,
-            env_no_network=settings.env_no_network,
-            restart=RestartPolicy(settings.restart_max, settings.restart_within) if settings.restart_max else None,
-        )
-    )
+    registry = Registry(limits_of(settings))
     app = Litestar(
         route_handlers=ROUTES,
         exception_handlers=HANDLERS,

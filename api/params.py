@@ -6,8 +6,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from supervisor.errors import BadRequest
 from supervisor.asked import NONE_ASKED, AskedLimits
+from supervisor.errors import BadRequest
 from supervisor.restart import RestartPolicy
 
 T = TypeVar("T", bound=msgspec.Struct)

@@ -10,13 +10,24 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
 from envproc import worker
-from envproc.protocol import Close, Done, EnvLimits, Make, Raised, Request, Reset, Step, encode
+from envproc.protocol import (
+    Close,
+    Done,
+    EnvLimits,
+    Make,
+    Raised,
+    Request,
+    Reset,
+    Step,
+    encode,
+)
 from supervisor import cgroups
 from supervisor.errors import (
     BadRequest,
@@ -33,6 +44,7 @@ from supervisor.output import OutputTail
 from supervisor.pipe import PipeLost, ReplyPipe
 
 log = logging.getLogger("gym_supervisor.env")
+P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 # Process.start() talks to the forkserver synchronously; one thread does it for every env so
 # that the event loop never waits on it and multiprocessing's bookkeeping is never raced.
@@ -88,27 +100,19 @@ class EnvHandle:
         """Start the process and build the env; on any failure nothing is left running."""
         loop = asyncio.get_running_loop()
         parent_end, child_end = self._ctx.Pipe()
-        # Output comes over a socket pair too: uvloop closes a pipe's descriptor twice (libuv,
-        # then the file object), which in a threaded process can close another thread's new fd.
-        out_end, out_child = self._ctx.Pipe()
+        out_end, out_child = self._ctx.Pipe()  # duplex: a socket pair, see _adopt
         self._proc = self._ctx.Process(target=worker.main, args=(child_end, out_child), name=f"env-{self.instance_id}")
         try:
             await loop.run_in_executor(_starter, _start, self._proc)
         finally:
             child_end.close()  # ours only: the child's death must read as EOF here
             out_child.close()
-        out_sock = socket.socket(fileno=os.dup(out_end.fileno()))
-        out_end.close()
-        _, self.output = await loop.create_unix_connection(OutputTail, sock=out_sock)
+        self.output = await _adopt(out_end, OutputTail)
         self.pid = self._proc.pid
         self._exited = loop.create_future()
         loop.add_reader(self._proc.sentinel, self._on_sentinel)
         try:
-            sock = socket.socket(fileno=os.dup(parent_end.fileno()))
-            parent_end.close()
-            _, self._pipe = await loop.create_unix_connection(
-                lambda: ReplyPipe(self._on_pipe_lost, self._on_mismatch), sock=sock
-            )
+            self._pipe = await _adopt(parent_end, lambda: ReplyPipe(self._on_pipe_lost, self._on_mismatch))
             await self.call(Make, timeout, env_id=self.env_id, kwargs=self.kwargs, seed=self.seed, limits=self.limits)
         except BaseException as exc:
             self._closing = True  # not an env's death: a create that failed, told to its client
@@ -298,11 +302,26 @@ class EnvHandle:
     def _release(self) -> None:
         if self._pipe is not None:
             self._pipe.close()
+        if self.output is not None:
+            self.output.close()  # a helper that escaped every kill must not hold our descriptor
         if self._proc is not None and self._exited is not None and self._exited.done():
             self._proc.join(0)
             self._proc.close()
         if self.limits.cgroup:
             cgroups.remove(self.limits.cgroup)
+
+
+async def _adopt(conn: Connection, factory: Callable[[], P]) -> P:
+    """Read a multiprocessing connection with an asyncio protocol on the event loop.
+
+    A socket (the connection is one end of a socket pair), since uvloop closes a pipe's
+    descriptor twice (libuv, then the file object), which in a threaded process can close
+    another thread's new descriptor; it closes a socket once.
+    """
+    sock = socket.socket(fileno=os.dup(conn.fileno()))
+    conn.close()
+    _, protocol = await asyncio.get_running_loop().create_unix_connection(factory, sock=sock)
+    return protocol
 
 
 def _start(proc: Any) -> None:

@@ -12,6 +12,7 @@ class OutputTail(asyncio.Protocol):
     """Owns the last LINES lines an env process and its helpers wrote to stdout or stderr."""
 
     def __init__(self) -> None:
+        self._transport: asyncio.BaseTransport | None = None
         self._lines: deque[bytes] = deque(maxlen=LINES)
         self._partial = b""
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -22,6 +23,13 @@ class OutputTail(asyncio.Protocol):
                  else self._partial + data).split(b"\n")
         self._partial = parts.pop()[-LINE_CHARS:]
         self._lines.extend(p[:LINE_CHARS] for p in parts[-LINES:])
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
     def eof_received(self) -> bool:
         return False

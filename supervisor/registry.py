@@ -18,7 +18,13 @@ from envproc import protocol, sandbox
 from envproc.protocol import EnvLimits
 from supervisor.asked import NONE_ASKED, AskedLimits, tighter
 from supervisor.cgroups import PidsCgroups
-from supervisor.errors import BadRequest, ConfigError, ServerBusy, SupervisorError, UnknownInstance
+from supervisor.errors import (
+    BadRequest,
+    ConfigError,
+    ServerBusy,
+    SupervisorError,
+    UnknownInstance,
+)
 from supervisor.exits import memory_cause
 from supervisor.handle import EnvHandle, State, tree_pss
 from supervisor.restart import RestartPolicy, crash_loop, loop_cause, recent
