@@ -112,7 +112,7 @@ class EnvHandle:
         self._exited = loop.create_future()
         loop.add_reader(self._proc.sentinel, self._on_sentinel)
         try:
-            self._pipe = await _adopt(parent_end, lambda: ReplyPipe(self._on_pipe_lost, self._on_mismatch))
+            self._pipe = await _adopt(parent_end, lambda: ReplyPipe(self._on_mismatch))
             await self.call(Make, timeout, env_id=self.env_id, kwargs=self.kwargs, seed=self.seed, limits=self.limits)
         except BaseException as exc:
             self._closing = True  # not an env's death: a create that failed, told to its client
@@ -272,9 +272,6 @@ class EnvHandle:
         if self._exited is not None and not self._exited.done():
             self._exited.set_result(code)
         self._signal_group()  # however it ended, nothing it spawned outlives it
-
-    def _on_pipe_lost(self) -> None:
-        pass  # the sentinel tells how it ended; a request in flight waits for it in _wait_exit
 
     def _on_mismatch(self, what: str) -> None:
         self._set_cause(f"broke the protocol: it {what}")

@@ -31,11 +31,10 @@ class ReplyPipe(asyncio.Protocol):
     and its late reply is dropped, so it can never be read as the answer to a later request.
     """
 
-    def __init__(self, on_lost: Callable[[], None], on_mismatch: Callable[[str], None]) -> None:
+    def __init__(self, on_mismatch: Callable[[str], None]) -> None:
         self._buf = bytearray()
         self._waiting: deque[tuple[int, asyncio.Future[AnyReply]]] = deque()
         self._transport: asyncio.Transport | None = None
-        self._on_lost = on_lost
         self._on_mismatch = on_mismatch
         self.lost = False
 
@@ -98,7 +97,6 @@ class ReplyPipe(asyncio.Protocol):
             _, fut = self._waiting.popleft()
             if not fut.done():
                 fut.set_exception(PipeLost())
-        self._on_lost()
 
     def close(self) -> None:
         if self._transport is not None:

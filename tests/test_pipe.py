@@ -36,7 +36,7 @@ async def connected() -> tuple[ReplyPipe, Connection, Problems]:
     ours, theirs = socket.socketpair()
     problems = Problems()
     _, pipe = await asyncio.get_running_loop().create_unix_connection(
-        lambda: ReplyPipe(lambda: None, problems), sock=ours
+        lambda: ReplyPipe(problems), sock=ours
     )
     return pipe, Connection(theirs.detach()), problems
 
