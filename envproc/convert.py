@@ -218,3 +218,43 @@ def parse_scalar(text: str) -> Any:
         return msgspec.json.decode(text)
     except msgspec.DecodeError:
         return text
+
+
+# --- build: a space again from its description (what a client does with the space routes) ---
+
+
+def _unbig(values: list[float], shape: list[int]) -> np.ndarray:
+    a = np.asarray(values, dtype=np.float64).reshape(shape)
+    return np.where(a >= BIG, np.inf, np.where(a <= -BIG, -np.inf, a))
+
+
+def build(desc: dict[str, Any]) -> spaces.Space:
+    """The space `describe` described; `build(describe(s)) == s` for every space type."""
+    name = desc["name"]
+    if name == "Discrete":
+        return spaces.Discrete(desc["n"], start=desc.get("start", 0))
+    if name == "Box":
+        dtype = np.dtype(desc.get("dtype", "float32"))
+        low, high = _unbig(desc["low"], desc["shape"]), _unbig(desc["high"], desc["shape"])
+        if dtype.kind in "iu":  # integer boxes: bounds as the dtype holds them
+            info = np.iinfo(dtype)
+            low, high = np.clip(low, info.min, info.max), np.clip(high, info.min, info.max)
+        return spaces.Box(low.astype(dtype), high.astype(dtype), tuple(desc["shape"]), dtype)
+    if name == "MultiDiscrete":
+        return spaces.MultiDiscrete(desc["nvec"], dtype=desc.get("dtype", "int64"), start=desc.get("start"))
+    if name == "MultiBinary":
+        return spaces.MultiBinary(desc["n"])
+    if name == "Tuple":
+        return spaces.Tuple([build(d) for d in desc["spaces"]])
+    if name == "Dict":
+        return spaces.Dict({k: build(d) for k, d in desc["spaces"].items()})
+    if name == "Text":
+        return spaces.Text(desc["max_length"], min_length=desc["min_length"], charset=desc["characters"])
+    if name == "Sequence":
+        return spaces.Sequence(build(desc["feature_space"]), stack=desc.get("stack", False))
+    if name == "OneOf":
+        return spaces.OneOf([build(d) for d in desc["spaces"]])
+    if name == "Graph":
+        edge = desc.get("edge_space")
+        return spaces.Graph(build(desc["node_space"]), None if edge is None else build(edge))
+    raise ValueError(f"no space is called {name!r}")

@@ -251,7 +251,7 @@ class Structured(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         super().reset(seed=seed)
-        self.observation_space.seed(seed)
+        self.observation_space.seed(int(self.np_random.integers(2**31)))  # deterministic after a seeded reset
         return self.observation_space.sample(), {"pid": os.getpid(), "arr": np.arange(3), "x": np.float32(0.5)}
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:

@@ -87,3 +87,11 @@ def test_image_observation_over_http(client: httpx.Client) -> None:
     assert obs.shape == (84, 84, 3)
     step = client.post(f"/v1/envs/{iid}/step/", json={"action": 3}).json()
     assert np.array_equal(np.array(step["observation"]), np.full((84, 84, 3), 180))
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_build_inverts_describe(name: str) -> None:
+    from envproc.convert import build
+
+    space = SPACES[name]
+    assert build(msgspec.json.decode(msgspec.json.encode(describe(space)))) == space

@@ -1,0 +1,244 @@
+"""A Python client: the seed's Client, a Gymnasium Env over HTTP, and a vector env of them.
+
+Importing it loads httpx, numpy and Gymnasium, not the server (no Litestar, uvicorn or supervisor).
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import gymnasium as gym
+import httpx
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
+
+from envproc.convert import build, from_json, to_json
+
+MARGIN = 5.0  # seconds the HTTP read waits beyond the server-side timeout, so the server's 504 arrives
+
+
+class ServerError(Exception):
+    """The server answered with an error; `message` is its explanation, as in the seed's client."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+
+class Unauthorized(ServerError): ...  # 401
+
+
+class Forbidden(ServerError): ...  # 403
+
+
+class EnvGone(ServerError): ...  # 410: the env died earlier; close it and create another
+
+
+class QuotaExceeded(ServerError): ...  # 429
+
+
+class EnvCrashed(ServerError): ...  # 502: the env process died during the request
+
+
+class EnvTimeout(ServerError): ...  # 504: the env did not answer in time and was killed
+
+
+ERRORS: dict[int, type[ServerError]] = {
+    401: Unauthorized, 403: Forbidden, 410: EnvGone, 429: QuotaExceeded, 502: EnvCrashed, 504: EnvTimeout,
+}
+
+
+class Client:
+    """Every method of the seed's client, with the same names and return values, on keep-alive
+    connections; new parameters are keyword-only. `timeout` (seconds) is sent to the server as
+    X-Request-Timeout, per call or as the default given here."""
+
+    def __init__(self, remote_base: str, token: str | None = None, timeout: float | None = None) -> None:
+        self.remote_base = remote_base.rstrip("/")
+        self.timeout = timeout
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.session = httpx.Client(base_url=self.remote_base, headers=headers)
+
+    def _request(self, method: str, route: str, data: Any = None, timeout: float | None = None) -> Any:
+        timeout = self.timeout if timeout is None else timeout
+        headers = {"X-Request-Timeout": f"{timeout:g}"} if timeout is not None else None
+        read = None if timeout is None else timeout + MARGIN
+        resp = self.session.request(method, route, json=data, headers=headers, timeout=httpx.Timeout(10.0, read=read))
+        if resp.status_code >= 400:
+            try:
+                message = resp.json()["message"]
+            except (ValueError, KeyError, TypeError):
+                message = resp.text or resp.reason_phrase
+            raise ERRORS.get(resp.status_code, ServerError)(message, resp.status_code)
+        return resp.json() if resp.content else None
+
+    # --- the seed's methods ---
+
+    def env_create(self, env_id: str, *, seed: int | None = None, timeout: float | None = None,
+                   restart: dict[str, float] | None = None, **kwargs: Any) -> str:
+        data: dict[str, Any] = {"env_id": env_id, "seed": seed, "kwargs": kwargs}
+        if restart:
+            data["restart"] = restart
+        return self._request("POST", "/v1/envs/", data, timeout)["instance_id"]
+
+    def env_list_all(self, *, timeout: float | None = None) -> dict[str, str]:
+        return self._request("GET", "/v1/envs/", timeout=timeout)["all_envs"]
+
+    def env_reset(self, instance_id: str, *, seed: int | None = None, options: dict[str, Any] | None = None,
+                  timeout: float | None = None) -> Any:
+        return self.env_reset_info(instance_id, seed=seed, options=options, timeout=timeout)[0]
+
+    def env_reset_info(self, instance_id: str, *, seed: int | None = None, options: dict[str, Any] | None = None,
+                       timeout: float | None = None) -> tuple[Any, dict[str, Any]]:
+        body = self._request("POST", f"/v1/envs/{instance_id}/reset/", {"seed": seed, "options": options}, timeout)
+        return body["observation"], body.get("info", {})
+
+    def env_step(self, instance_id: str, action: Any, render: bool = False, *, timeout: float | None = None) -> list[Any]:
+        body = self.env_step_full(instance_id, action, render, timeout=timeout)
+        return [body["observation"], body["reward"], body["done"], body["info"]]
+
+    def env_step_full(self, instance_id: str, action: Any, render: bool = False, *,
+                      timeout: float | None = None) -> dict[str, Any]:
+        """The whole step reply: also `terminated` and `truncated`."""
+        return self._request("POST", f"/v1/envs/{instance_id}/step/", {"action": action, "render": render}, timeout)
+
+    def env_action_space_info(self, instance_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._request("GET", f"/v1/envs/{instance_id}/action_space/", timeout=timeout)["info"]
+
+    def env_action_space_sample(self, instance_id: str, *, timeout: float | None = None) -> Any:
+        return self._request("GET", f"/v1/envs/{instance_id}/action_space/sample", timeout=timeout)["action"]
+
+    def env_action_space_contains(self, instance_id: str, x: Any, *, timeout: float | None = None) -> bool:
+        return self._request("GET", f"/v1/envs/{instance_id}/action_space/contains/{x}", timeout=timeout)["member"]
+
+    def env_observation_space_info(self, instance_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._request("GET", f"/v1/envs/{instance_id}/observation_space/", timeout=timeout)["info"]
+
+    def env_observation_space_contains(self, instance_id: str, params: dict[str, Any], *,
+                                       timeout: float | None = None) -> bool:
+        return self._request("POST", f"/v1/envs/{instance_id}/observation_space/contains", params, timeout)["member"]
+
+    def env_monitor_start(self, instance_id: str, directory: str, force: bool = False, resume: bool = False,
+                          video_callable: bool | int = False, *, timeout: float | None = None) -> None:
+        data = {"directory": directory, "force": force, "resume": resume, "video_callable": video_callable}
+        self._request("POST", f"/v1/envs/{instance_id}/monitor/start/", data, timeout)
+
+    def env_monitor_close(self, instance_id: str, *, timeout: float | None = None) -> None:
+        self._request("POST", f"/v1/envs/{instance_id}/monitor/close/", None, timeout)
+
+    def env_close(self, instance_id: str, *, timeout: float | None = None) -> None:
+        self._request("POST", f"/v1/envs/{instance_id}/close/", None, timeout)
+
+    def upload(self, training_dir: str, algorithm_id: str | None = None, api_key: str | None = None, *,
+               timeout: float | None = None) -> None:
+        data = {"training_dir": training_dir, "algorithm_id": algorithm_id, "api_key": api_key}
+        self._request("POST", "/v1/upload/", data, timeout)
+
+    def shutdown_server(self, *, timeout: float | None = None) -> None:
+        self._request("POST", "/v1/shutdown/", None, timeout)
+
+    # --- what this server adds ---
+
+    def env_info(self, instance_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._request("GET", f"/v1/envs/{instance_id}/", timeout=timeout)
+
+    def env_restart(self, instance_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._request("POST", f"/v1/envs/{instance_id}/restart/", None, timeout)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class RemoteEnv(gym.Env):
+    """A Gymnasium env whose every call goes to a gym-supervisor server.
+
+    `seed` is create's seed: the first unseeded reset() equals a local reset(seed=seed).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, base_url: str, env_id: str, token: str | None = None, seed: int | None = None,
+                 timeout: float | None = None, **make_kwargs: Any) -> None:
+        self.client = Client(base_url, token=token, timeout=timeout)
+        self.instance_id = self.client.env_create(env_id, seed=seed, **make_kwargs)
+        self.action_space = build(self.client.env_action_space_info(self.instance_id))
+        self.observation_space = build(self.client.env_observation_space_info(self.instance_id))
+        self.render_mode = make_kwargs.get("render_mode")
+        self._closed = False
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        super().reset(seed=seed)
+        obs, info = self.client.env_reset_info(self.instance_id, seed=seed, options=options)
+        return from_json(self.observation_space, obs), info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        body = self.client.env_step_full(self.instance_id, to_json(self.action_space, action))
+        obs = from_json(self.observation_space, body["observation"])
+        return obs, body["reward"], body["terminated"], body["truncated"], body["info"]
+
+    def render(self) -> Any:
+        raise NotImplementedError("this server has no render route yet")
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                self.client.env_close(self.instance_id)
+            finally:
+                self.client.close()
+
+
+class RemoteVectorEnv(VectorEnv):
+    """N remote envs stepped concurrently, one request per env in flight, autoreset in
+    Gymnasium's next-step mode."""
+
+    def __init__(self, base_url: str, env_id: str, num_envs: int, token: str | None = None,
+                 seed: int | None = None, **make_kwargs: Any) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=num_envs, thread_name_prefix="remote-env")
+        make = lambda i: RemoteEnv(base_url, env_id, token, None if seed is None else seed + i, **make_kwargs)  # noqa: E731
+        self.envs = list(self._pool.map(make, range(num_envs)))
+        self.num_envs = num_envs
+        self.single_action_space = self.envs[0].action_space
+        self.single_observation_space = self.envs[0].observation_space
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+        self._autoreset = np.zeros(num_envs, dtype=np.bool_)
+
+    def reset(self, *, seed: int | list[int | None] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else seed or [None] * self.num_envs
+        results = list(self._pool.map(lambda e, s: e.reset(seed=s, options=options), self.envs, seeds))
+        self._autoreset[:] = False
+        return self._batch([obs for obs, _ in results]), self._infos([info for _, info in results])
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        def one(i: int, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+            if self._autoreset[i]:
+                obs, info = self.envs[i].reset()
+                return obs, 0.0, False, False, info
+            return self.envs[i].step(action)
+
+        results = list(self._pool.map(one, range(self.num_envs), iterate(self.action_space, actions)))
+        terminated = np.array([r[2] for r in results], dtype=np.bool_)
+        truncated = np.array([r[3] for r in results], dtype=np.bool_)
+        self._autoreset = terminated | truncated
+        rewards = np.array([r[1] for r in results], dtype=np.float64)
+        return self._batch([r[0] for r in results]), rewards, terminated, truncated, self._infos([r[4] for r in results])
+
+    def close_extras(self, **kwargs: Any) -> None:
+        list(self._pool.map(lambda e: e.close(), self.envs))
+        self._pool.shutdown()
+
+    def _batch(self, observations: list[Any]) -> Any:
+        out = create_empty_array(self.single_observation_space, self.num_envs)
+        return concatenate(self.single_observation_space, observations, out)
+
+    def _infos(self, infos: list[dict[str, Any]]) -> dict[str, Any]:
+        batched: dict[str, Any] = {}
+        for i, info in enumerate(infos):
+            batched = self._add_info(batched, info, i)
+        return batched
