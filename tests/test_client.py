@@ -127,3 +127,12 @@ def test_remote_vector_env_matches_sync_vector_env(server: Server) -> None:
         remote.close()
         local.close()
     assert not set(Client(server.url).env_list_all()) & set(e.instance_id for e in remote.envs)
+
+
+def test_example_agent_runs_against_a_server(server: Server) -> None:
+    out = subprocess.run(
+        [sys.executable, "scripts/example_agent.py", "--url", server.url, "--episodes", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert [line.split(":")[0] for line in out.stdout.splitlines()] == ["episode 0", "episode 1", "episode 2"]
