@@ -1,6 +1,7 @@
 """A pids cgroup per env where the machine offers one: a cap on its processes, and a list of
 them all for the kill, helpers that left its process group included."""
 
+import asyncio
 import logging
 import os
 import signal
@@ -32,11 +33,13 @@ class PidsCgroups:
     def __init__(self, max_procs: int) -> None:
         self.max_procs = max_procs
         self.base: Path | None = None
+        self._pending: set[str] = set()
         root = _pids_root() if max_procs else None
         if root is None:
             if max_procs:
                 log.warning("pids_limit_unavailable reason='no pids cgroup this process may use'")
             return
+        _remove_stale(root)
         base = root / f"gym-supervisor-{os.getpid()}"
         try:
             base.mkdir(exist_ok=True)
@@ -58,15 +61,39 @@ class PidsCgroups:
         return str(path)
 
 
-    def close(self) -> None:
-        """Remove what is left of this server's cgroups (only empty ones can go)."""
+    def release(self, path: str | None) -> None:
+        """Remove an env's cgroup, now or, while its last processes are still being reaped, at a
+        later sweep (the kernel refuses to remove a cgroup with members)."""
+        if path is not None and not _rmdir(path):
+            self._pending.add(path)
+
+    def sweep(self) -> None:
+        """Retry the removals the kernel refused so far."""
+        self._pending = {p for p in self._pending if not _rmdir(p)}
+
+    async def close(self) -> None:
+        """Remove this server's cgroups, retrying for a bounded while as the last members go."""
         if self.base is None:
             return
         base, self.base = self.base, None  # once: shutdown may close everything twice
-        for path in base.iterdir():
-            if path.is_dir():
-                remove(str(path))
-        remove(str(base))
+        self._pending |= {str(p) for p in base.iterdir() if p.is_dir()}
+        for _ in range(40):  # no event tells when a cgroup empties: look again, 2 s at most
+            self.sweep()
+            if not self._pending and _rmdir(str(base)):
+                return
+            await asyncio.sleep(0.05)
+        log.warning("cgroups_left path=%s pending=%d", base, len(self._pending))
+
+
+def _remove_stale(root: Path) -> None:
+    """Remove the empty cgroups of servers that are gone (one killed with SIGKILL leaves its own)."""
+    for base in root.glob("gym-supervisor-*"):
+        pid = base.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            for path in base.iterdir():
+                if path.is_dir():
+                    _rmdir(str(path))
+            _rmdir(str(base))
 
 
 def kill_all(path: str) -> None:
@@ -86,9 +113,12 @@ def kill_all(path: str) -> None:
                 pass
 
 
-def remove(path: str) -> None:
-    """Remove an env's cgroup once its processes are gone (the kernel refuses before)."""
+def _rmdir(path: str) -> bool:
+    """True if the cgroup is gone (removed now, or already)."""
     try:
         os.rmdir(path)
+    except FileNotFoundError:
+        return True
     except OSError:
-        pass
+        return False
+    return True

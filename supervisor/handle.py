@@ -304,8 +304,6 @@ class EnvHandle:
         if self._proc is not None and self._exited is not None and self._exited.done():
             self._proc.join(0)
             self._proc.close()
-        if self.limits.cgroup:
-            cgroups.remove(self.limits.cgroup)
 
 
 async def _adopt(conn: Connection, factory: Callable[[], P]) -> P:

@@ -152,26 +152,34 @@ class Registry:
         self._starting += 1
         try:
             await handle.start(timeout)
+        except BaseException:
+            self._cgroups.release(env_limits.cgroup)
+            raise
         finally:
             self._starting -= 1
         if self._closing:  # close_all ran while this env started: it must not outlive the server
-            await handle.close(CLOSE_TIMEOUT)
+            await self._dispose(handle)
             raise ServerBusy("the server is shutting down and starts no new env")
         return handle
+
+    async def _dispose(self, handle: EnvHandle, timeout: float = CLOSE_TIMEOUT, force: bool = False) -> None:
+        """Close a handle for good: its process, and then its cgroup."""
+        await handle.close(timeout, force=force)
+        self._cgroups.release(handle.limits.cgroup)
 
     async def restart(self, instance_id: str, timeout: float) -> dict[str, Any]:
         """Kill the instance's process, whatever its state, and start a fresh one under its id."""
         await self._settle(instance_id, timeout)
         old = self.get(instance_id)
         report = {"pid": old.pid, "state": old.state.value, "cause": old.cause}
-        await old.close(CLOSE_TIMEOUT, force=True)
+        await self._dispose(old, force=True)
         try:
             new = await self._launch(instance_id, old.env_id, old.kwargs, old.seed, timeout, old.restarts + 1, _asked(old))
         except BaseException as exc:
             old.amend_cause(f"was restarted, but the new process failed: {exc}")
             raise
         if self._envs.get(instance_id) is not old:  # closed while it restarted
-            await new.close(CLOSE_TIMEOUT)
+            await self._dispose(new)
             raise UnknownInstance(instance_id)
         self._envs[instance_id] = new
         log.info("env_restarted instance=%s env_id=%s old_pid=%s pid=%s", instance_id, new.env_id, old.pid, new.pid)
@@ -204,7 +212,7 @@ class Registry:
             old.amend_cause(f"restarting it failed: {exc}")
             return
         if self._envs.get(iid) is not old:  # closed or restarted by hand meanwhile
-            await new.close(CLOSE_TIMEOUT)
+            await self._dispose(new)
             return
         self._envs[iid] = new
         log.info("env_restarted instance=%s env_id=%s old_pid=%s pid=%s restarts=%d",
@@ -245,7 +253,7 @@ class Registry:
             raise UnknownInstance(instance_id)
         self._policies.pop(instance_id, None)
         self._history.pop(instance_id, None)
-        await handle.close(timeout)
+        await self._dispose(handle, timeout)
 
     async def close_all(self) -> None:
         self._closing = True
@@ -257,13 +265,14 @@ class Registry:
             await asyncio.gather(self._watcher, return_exceptions=True)
         ids = list(self._envs)
         await asyncio.gather(*(self.close(i) for i in ids), return_exceptions=True)
-        self._cgroups.close()
+        await self._cgroups.close()
 
     async def _watch(self) -> None:
         """Every watch_interval: stop envs over their memory, idle or too old; forget old deaths."""
         while True:
             await asyncio.sleep(self.limits.watch_interval)
             await self._stop_memory_hogs()
+            self._cgroups.sweep()
             now = time.time()
             for h in list(self._envs.values()):
                 if h.cause is None and h.state is State.READY:

@@ -30,6 +30,7 @@ def test_stopping_the_server_leaves_no_process(tmp_path: Path, how: str) -> None
         assert srv.proc.wait(20) == expected
         assert "Application shutdown complete" in srv.log.read_text()
         assert all(gone(pid) for pid in pids)
+        assert not list(Path("/sys/fs/cgroup/pids").glob(f"gym-supervisor-{srv.proc.pid}"))  # its cgroups too
     finally:
         srv.stop()
 
