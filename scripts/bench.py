@@ -261,8 +261,8 @@ def main() -> None:
             c.json("POST", f"/v1/envs/{iid}/reset/")
             return iid
 
-        # CartPole-v1 without a step limit, so that an episode end never costs a reset mid-measurement;
-        # the physics is the same and the env keeps stepping past termination with a warning-free flag.
+        # Measured steps never reset: CartPole keeps stepping past an episode's end (Gymnasium warns
+        # once per process), at the same cost, so a reset's cost never mixes into a step's figure.
         cart = [env("CartPole-v1") for _ in range(16)]
         image = env("tests.faulty_envs:Image-v0")
         step = {i: http("POST", f"/v1/envs/{i}/step", STEP_BODY) for i in [*cart, image]}

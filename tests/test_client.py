@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 
 import gymnasium as gym
 import numpy as np
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture()
-def remote(server: Server) -> Client:
+def remote(server: Server) -> Iterator[Client]:
     c = Client(server.url)
     yield c
     c.close()
@@ -126,7 +127,11 @@ def test_remote_vector_env_matches_sync_vector_env(server: Server) -> None:
     finally:
         remote.close()
         local.close()
-    assert not set(Client(server.url).env_list_all()) & set(e.instance_id for e in remote.envs)
+    listing = Client(server.url)
+    try:
+        assert not set(listing.env_list_all()) & {e.instance_id for e in remote.envs}  # close closed them all
+    finally:
+        listing.close()
 
 
 def test_example_agent_runs_against_a_server(server: Server) -> None:

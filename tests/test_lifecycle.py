@@ -63,7 +63,6 @@ def test_preload_makes_envs_available_by_plain_id(tmp_path: Path) -> None:
         srv.stop()
 
 
-
 def test_max_envs_answers_503_with_retry_after_and_starts_nothing(tmp_path: Path) -> None:
     srv = start_server(tmp_path, "--max-envs", "2")
     try:

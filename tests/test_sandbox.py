@@ -3,7 +3,6 @@
 import os
 import pwd
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -70,7 +69,6 @@ def test_without_the_flag_an_env_shares_the_machines_network(client: httpx.Clien
     port = int(str(client.base_url).rstrip("/").rsplit(":", 1)[1])
     info = probe(client, connect_port=port)
     assert info["connect"] == "ok" and len(info["interfaces"]) >= 1
-    assert socket.if_nameindex()  # the test machine's own view, for comparison
 
 
 @needs_root
