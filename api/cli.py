@@ -1,23 +1,33 @@
 """`gym-supervisor serve`: flags built from Settings' fields, one each, then uvicorn."""
 
 import argparse
+import errno
 import logging
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
-import uvicorn
 
-from api.app import build
 from api.settings import Settings
-from supervisor.errors import SupervisorError
 
 SEED_ALIASES = {"host": ["-l", "--listen"], "port": ["-p"]}
 METAVARS = {str: "TEXT", int: "N", float: "SECONDS"}
+LIST_METAVARS = {"env_path": "DIR"}  # repeatable flags; the others name modules
+
+log = logging.getLogger("gym_supervisor.server")
+
+
+def _version() -> str:
+    try:
+        return version("gym-supervisor")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gym-supervisor", description="Serve Gymnasium envs over the gym-http-api v1 REST API.")
+    parser.add_argument("--version", action="version", version=f"gym-supervisor {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = get_type_hints(Settings, include_extras=True)
@@ -32,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         if kind is bool:
             kwargs.update(action="store_true")
         elif get_origin(kind) is tuple:
-            kwargs.update(action="append", default=argparse.SUPPRESS, metavar="MODULE")
+            kwargs.update(action="append", default=argparse.SUPPRESS, metavar=LIST_METAVARS.get(field.name, "MODULE"))
         elif get_origin(kind) is Literal:
             kwargs["choices"] = get_args(kind)
         else:
@@ -50,11 +60,26 @@ def main(argv: list[str] | None = None) -> None:
         settings = msgspec.convert(fields, Settings)  # checks the bounds in Settings' Meta
     except msgspec.ValidationError as exc:
         parser.error(f"bad setting: {exc}")
+    try:
+        import uvicorn
+
+        from api.app import build
+        from api.server import Server, listen
+        from supervisor.errors import SupervisorError
+    except ImportError as exc:
+        parser.error(f"the server needs its own dependencies ({exc}): pip install 'gym-supervisor[server]'")
     logging.basicConfig(
         level=settings.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    server: uvicorn.Server | None = None
+    try:
+        sock = listen(settings.host, settings.port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            parser.error(f"port {settings.port} on {settings.host} is already in use (another server?); "
+                         "choose another with --port")
+        parser.error(f"cannot listen on {settings.host} port {settings.port}: {exc.strerror or exc}")
+    server: Server | None = None
 
     def request_exit() -> None:
         assert server is not None
@@ -63,14 +88,18 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app = build(settings, request_exit)
     except SupervisorError as exc:
+        sock.close()
         parser.error(str(exc))
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port,
-        loop="uvloop", http="httptools", lifespan="on", log_level=settings.log_level,
-        access_log=False,
+        app, loop="uvloop", http="httptools", lifespan="on", log_level=settings.log_level,
+        access_log=False, timeout_graceful_shutdown=int(settings.shutdown_grace) + 2,
     )
-    server = uvicorn.Server(config)
-    server.run()
+    server = Server(config, app.registry, settings.shutdown_grace)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    effective = msgspec.structs.asdict(settings) | {"env_path": app.registry.env_path}
+    log.info("server_started version=%s url=http://%s:%d %s", _version(), host, sock.getsockname()[1],
+             " ".join(f"{k}={v!r}" for k, v in effective.items() if k not in ("host", "port")))
+    server.run(sockets=[sock])
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from litestar.exceptions import HTTPException
 
 from supervisor.errors import (
     BadRequest,
+    EnvBusy,
     EnvCrashed,
     EnvGone,
     EnvRaised,
@@ -24,6 +25,7 @@ STATUS: dict[type[SupervisorError], int] = {
     EnvRaised: 500,
     EnvCrashed: 502,
     EnvTimeout: 504,
+    EnvBusy: 504,
     EnvGone: 410,
     ServerBusy: 503,
     NotAvailable: 501,

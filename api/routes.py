@@ -58,7 +58,7 @@ async def env_list_all(request: Request) -> Response:
 
 @get("/v1/envs/{instance_id:str}")
 async def env_info(request: Request, instance_id: str) -> Response:
-    return Response(msgspec.json.encode(_registry(request).get(instance_id).info()), media_type=JSON)
+    return Response(msgspec.json.encode(await _registry(request).info(instance_id)), media_type=JSON)
 
 
 @post("/v1/envs/{instance_id:str}/reset", status_code=200)
@@ -140,7 +140,7 @@ async def upload(request: Request) -> Response:
 
 @post("/v1/shutdown", status_code=200)
 async def shutdown(request: Request) -> Response:
-    await _registry(request).close_all()
+    """Stop as SIGTERM does: requests running get --shutdown-grace seconds, then their envs are killed."""
     asyncio.get_running_loop().call_soon(request.app.state.request_exit)
     return Response(msgspec.json.encode({"message": "Server shutting down"}), media_type=JSON)
 

@@ -24,6 +24,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     preload: Annotated[
         tuple[str, ...], Meta(description="module imported at start, its envs then made by plain id (repeatable)")
     ] = ()
+    env_path: Annotated[
+        tuple[str, ...], Meta(description="directory where env modules are looked for, after the working directory "
+                                          "(repeatable)")
+    ] = ()
     max_envs: Annotated[
         int, Meta(ge=0, description="env processes the server runs at once; past it create answers 503 (0: no limit)")
     ] = 256
@@ -57,6 +61,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     env_no_network: Annotated[
         bool, Meta(description="run each env in a network namespace of its own, with only loopback")
     ] = False
+    shutdown_grace: Annotated[
+        float, Meta(ge=0, description="seconds requests still running may take to finish when the server stops; "
+                                      "then their envs are killed and they are answered 503")
+    ] = 5.0
     data_dir: Annotated[str, Meta(description="monitor directories are confined under this directory")] = "data"
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], Meta(description="how much the server logs")

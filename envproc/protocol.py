@@ -87,8 +87,9 @@ class Done(Reply):
 class Raised(Reply):
     """The request failed in the child; `kind` says whose fault it is."""
 
-    # "env": the env raised; "usage": the client misused the env; "request": the request body is
-    # bad; "lookup": make found no such env id; "unavailable": this server lacks what it needs
+    # "env": the env raised; "make": making the env raised (its module's import or gymnasium.make);
+    # "usage": the client misused the env; "request": the request itself is bad; "lookup": make
+    # found no such env id; "unavailable": this server lacks what it needs
     kind: str
     exc_type: str
     message: str
@@ -96,6 +97,45 @@ class Raised(Reply):
 
 AnyReply = Done | Raised
 
+
+# --- between the server and the env forkserver (envproc/forkserver.py) ---
+
+
+class ForkserverConfig(msgspec.Struct, frozen=True):
+    """What the forkserver starts with: its one command-line argument, as JSON."""
+
+    env_path: tuple[str, ...]  # directories put first on sys.path: where env modules are found
+    preload: tuple[str, ...]  # modules imported once, before any env process is forked
+
+
+class Control(msgspec.Struct, frozen=True, tag_field="op", tag=str.lower):
+    pass
+
+
+class Ready(Control):
+    """The forkserver has imported what it was asked to (or says why it could not)."""
+
+    failed: dict[str, str]  # module -> why its import failed
+
+
+class Spawn(Control):
+    """Fork one env process; its pipe end and its output end travel beside this message."""
+
+
+class Spawned(Control):
+    pid: int
+
+
+class Exited(Control):
+    """An env process ended: its exit code, or -N if signal N ended it (multiprocessing's way)."""
+
+    pid: int
+    code: int
+
+
+AnyControl = Ready | Spawn | Spawned | Exited
+
 encode = msgspec.msgpack.Encoder().encode
 decode_request = msgspec.msgpack.Decoder(AnyRequest).decode
 decode_reply = msgspec.msgpack.Decoder(AnyReply).decode
+decode_control = msgspec.msgpack.Decoder(AnyControl).decode

@@ -47,6 +47,32 @@ class LookupFailed(Exception):
     """gymnasium.make found no such env id."""
 
 
+class MakeFailed(Exception):
+    """The env could not be made: its module's import or gymnasium.make raised."""
+
+
+# Where env modules are looked for, first on sys.path; the forkserver sets it (for messages).
+ENV_PATH: tuple[str, ...] = ()
+
+
+def import_env_module(module: str, env_id: str) -> None:
+    """Import the module of a `module:EnvId` id, telling a module that is not there (the
+    client's or the admin's mistake) from one that fails as it is imported (its own)."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module + ".").startswith(exc.name + "."):
+            searched = ", ".join(ENV_PATH) or "no directory"
+            raise BadBody(
+                f"env id '{env_id}': there is no module '{module}' ({exc}) in the server's env path "
+                f"({searched}) nor among its installed packages; the admin can add its directory "
+                "with --env-path DIR"
+            ) from None
+        raise MakeFailed(f"importing its module '{module}' raised {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise MakeFailed(f"importing its module '{module}' raised {type(exc).__name__}: {exc}") from exc
+
+
 def _enc_hook(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
@@ -91,14 +117,19 @@ class EnvServer:
     """Owns the env, the seed its first reset takes, and the running monitor."""
 
     def __init__(self, req: Make) -> None:
-        name = req.env_id.split(":", 1)[-1]
+        module, colon, name = req.env_id.partition(":")
+        if colon:
+            import_env_module(module, req.env_id)
+        else:
+            name = module
         try:
-            if ":" in req.env_id:
-                importlib.import_module(req.env_id.split(":", 1)[0])
             gym.spec(name)
-        except (gym.error.Error, ImportError) as exc:
+        except gym.error.Error as exc:
             raise LookupFailed(str(exc)) from None
-        self.env = gym.make(req.env_id, **req.kwargs)
+        try:
+            self.env = gym.make(req.env_id, **req.kwargs)
+        except Exception as exc:
+            raise MakeFailed(f"gymnasium.make raised {type(exc).__name__}: {exc}") from exc
         self.pending_seed = req.seed
         if req.seed is not None:
             self.env.action_space.seed(req.seed)
@@ -173,6 +204,8 @@ class EnvServer:
 def _raised(seq: int, exc: BaseException) -> Raised:
     if isinstance(exc, BadBody):
         kind = "request"
+    elif isinstance(exc, MakeFailed):
+        kind = "make"
     elif isinstance(exc, VideoUnavailable):
         kind = "unavailable"
     elif isinstance(exc, (Usage, gym.error.ResetNeeded)):

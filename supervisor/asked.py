@@ -6,7 +6,7 @@ import msgspec
 from msgspec import Meta
 
 
-class AskedLimits(msgspec.Struct, frozen=True, kw_only=True):
+class AskedLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     memory_mb: Annotated[int, Meta(ge=0)] = 0
     cpu_seconds: Annotated[float, Meta(ge=0)] = 0
 

@@ -8,8 +8,10 @@ SupervisorError
  +-- EnvRaised           the env's own code raised; the env is still alive and usable
  +-- EnvCrashed          the env process died while answering this request
  +-- EnvTimeout          the env did not answer in time and was killed
+ +-- EnvBusy             the env worked on earlier requests for all of this one's time; not run
  +-- EnvGone             the env died earlier; only close is left
  +-- ServerBusy          the server cannot start another env now
+ |    +-- ShuttingDown        the server is stopping: it runs no new request
  +-- NotAvailable        this server lacks what the request needs (an optional dependency)
  +-- ConfigError         a setting cannot be honoured; the server does not start
 """
@@ -24,10 +26,11 @@ class BadRequest(SupervisorError):
 
 
 class UnknownInstance(BadRequest):
-    """Raised when no env has the instance id (never created, or closed)."""
+    """Raised when no env has the instance id (never created, or closed); `fate` says what
+    became of it, where the server still remembers."""
 
-    def __init__(self, instance_id: str) -> None:
-        super().__init__(f"Instance_id {instance_id} unknown")
+    def __init__(self, instance_id: str, fate: str | None = None) -> None:
+        super().__init__(f"Instance_id {instance_id} unknown" + (f": it {fate}; create a new one" if fate else ""))
 
 
 class EnvUsage(BadRequest):
@@ -42,11 +45,12 @@ class LookupFailed(BadRequest):
 
 
 class EnvRaised(SupervisorError):
-    """Raised when the env's code raised an exception; the env process lives on."""
+    """Raised when the env's code raised an exception; the env process lives on (or, in a create,
+    no env was made)."""
 
-    def __init__(self, where: str, exc_type: str, message: str) -> None:
+    def __init__(self, message: str, exc_type: str) -> None:
         self.exc_type = exc_type
-        super().__init__(f"{where} raised {exc_type}: {message}")
+        super().__init__(message)
 
 
 class EnvCrashed(SupervisorError):
@@ -55,6 +59,11 @@ class EnvCrashed(SupervisorError):
 
 class EnvTimeout(SupervisorError):
     """Raised when the env did not answer in time and was killed for it."""
+
+
+class EnvBusy(SupervisorError):
+    """Raised when a request's timeout ran out while the env was still busy with earlier ones:
+    the request was never sent, and the env lives on."""
 
 
 class EnvGone(SupervisorError):
@@ -67,6 +76,13 @@ class ServerBusy(SupervisorError):
     def __init__(self, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ShuttingDown(ServerBusy):
+    """Raised for a request that arrives, or is still running, while the server stops."""
+
+    def __init__(self, message: str = "The server is shutting down") -> None:
+        super().__init__(message)
 
 
 class NotAvailable(SupervisorError):

@@ -12,12 +12,13 @@ def memory_cause(limits: EnvLimits) -> str:
 
 
 def describe_exit(exitcode: int | None, limits: EnvLimits = NO_LIMITS) -> str:
-    """`describe_exit(-11) == "was killed by SIGSEGV"`; multiprocessing gives -N for signal N.
+    """`describe_exit(-11) == "was killed by SIGSEGV"`; -N stands for signal N, and None for an
+    exit the forkserver could not report, having ended first.
 
     Only deaths this server did not cause come here: its own kills set their cause first.
     """
     if exitcode is None:
-        return "closed its pipe"
+        return "was killed when the server's env forkserver ended"
     if exitcode == EXIT_OUT_OF_MEMORY:
         return memory_cause(limits)
     if exitcode == -signal.SIGXCPU and limits.cpu_seconds:

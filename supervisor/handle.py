@@ -3,20 +3,13 @@
 import asyncio
 import enum
 import logging
-import multiprocessing.process
 import os
 import signal
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from multiprocessing.connection import Connection
-from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
-import psutil
-
-from envproc import worker
 from envproc.protocol import (
     Close,
     Done,
@@ -31,6 +24,7 @@ from envproc.protocol import (
 from supervisor import cgroups
 from supervisor.errors import (
     BadRequest,
+    EnvBusy,
     EnvCrashed,
     EnvGone,
     EnvRaised,
@@ -38,19 +32,21 @@ from supervisor.errors import (
     EnvUsage,
     LookupFailed,
     NotAvailable,
+    SupervisorError,
 )
 from supervisor.exits import NO_LIMITS, describe_exit
+from supervisor.forkserver import Forkserver
 from supervisor.output import OutputTail
 from supervisor.pipe import PipeLost, ReplyPipe
+from supervisor.usage import tree_usage
 
 log = logging.getLogger("gym_supervisor.env")
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
-# Process.start() talks to the forkserver synchronously; one thread does it for every env so
-# that the event loop never waits on it and multiprocessing's bookkeeping is never raced.
-_starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-start")
-
 REAP_WAIT = 5.0  # seconds to wait for a killed or closing process to be reaped
+
+# What a request in flight is told when the server itself ends its env: its class and message.
+Fate = tuple[type[SupervisorError], str]
 
 
 class State(enum.Enum):
@@ -62,19 +58,23 @@ class State(enum.Enum):
 
 
 class EnvHandle:
-    """Owns one env's process, its pipe end, its state and its cause of death."""
+    """Owns one env's process, its pipe end, its turn (one request at a time), its state and its
+    cause of death."""
 
     def __init__(
-        self, ctx: BaseContext, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None,
+        self, forkserver: Forkserver, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None,
         limits: EnvLimits = NO_LIMITS, lifetime: float = 0, restarts: int = 0,
-        on_death: Callable[["EnvHandle"], None] | None = None,
+        on_death: Callable[["EnvHandle"], bool] | None = None,
     ) -> None:
-        self._ctx = ctx
+        self._forkserver = forkserver
         self.limits = limits
         self.lifetime = lifetime
         self.restarts = restarts  # how many processes this instance had before this one
-        self._on_death = on_death  # told of a death the env brought on itself (crash, timeout, limit)
+        # Told of a death the env brought on itself (crash, timeout, limit); True: a restart follows.
+        self._on_death = on_death
+        self._restart_follows = False
         self._ended_by_us = False
+        self._fate: Fate | None = None
         self.instance_id = instance_id
         self.env_id = env_id
         self.kwargs = kwargs
@@ -86,10 +86,13 @@ class EnvHandle:
         self.last_active = self.created
         self.steps = 0
         self.episodes = 0
+        self._made = False
         self._closed = False
         self._closing = False
         self._seq = 0
-        self._proc: Any = None
+        # Held from a request's send until its reply (or the env's end), whoever waits for it:
+        # the env works on one request at a time and is never sent the next one before.
+        self._turn = asyncio.Lock()
         self._pipe: ReplyPipe | None = None
         self._exited: asyncio.Future[int | None] | None = None
         self.output: OutputTail | None = None
@@ -98,21 +101,22 @@ class EnvHandle:
 
     async def start(self, timeout: float) -> None:
         """Start the process and build the env; on any failure nothing is left running."""
-        loop = asyncio.get_running_loop()
-        parent_end, child_end = self._ctx.Pipe()
-        out_end, out_child = self._ctx.Pipe()  # duplex: a socket pair, see _adopt
-        self._proc = self._ctx.Process(target=worker.main, args=(child_end, out_child), name=f"env-{self.instance_id}")
+        parent_end, child_end = socket.socketpair()
+        out_end, out_child = socket.socketpair()
         try:
-            await loop.run_in_executor(_starter, _start, self._proc)
+            self.pid = await self._forkserver.spawn(child_end, out_child)
+        except BaseException:
+            parent_end.close()
+            out_end.close()
+            raise
         finally:
             child_end.close()  # ours only: the child's death must read as EOF here
             out_child.close()
-        self.output = await _adopt(out_end, OutputTail)
-        self.pid = self._proc.pid
-        self._exited = loop.create_future()
-        loop.add_reader(self._proc.sentinel, self._on_sentinel)
+        self._exited = self._forkserver.exit_of(self.pid)
+        self._exited.add_done_callback(self._on_exit)
         try:
-            self._pipe = await _adopt(parent_end, lambda: ReplyPipe(self._on_mismatch))
+            self.output = await _adopt(out_end, OutputTail)
+            self._pipe = await _adopt(parent_end, lambda: ReplyPipe(self._on_mismatch, self._settled))
             await self.call(Make, timeout, env_id=self.env_id, kwargs=self.kwargs, seed=self.seed, limits=self.limits)
         except BaseException as exc:
             self._closing = True  # not an env's death: a create that failed, told to its client
@@ -120,26 +124,50 @@ class EnvHandle:
             self._release()
             log.info("env_not_created instance=%s env_id=%s pid=%s error=%r", self.instance_id, self.env_id, self.pid, str(exc))
             raise
+        self._made = True
         log.info("env_created instance=%s env_id=%s pid=%s", self.instance_id, self.env_id, self.pid)
 
     async def call(self, kind: type[Request], timeout: float, **fields: Any) -> bytes:
-        """Send one request and return the reply's body; env failures come back as errors."""
+        """Send one request when the env has answered every earlier one, and return its reply's
+        body; env failures come back as errors. The timeout counts from now, waiting included:
+        one that runs out while the request waits its turn leaves the env alone (504, not run);
+        one that runs out while the env works on it kills the env (504, then 410)."""
         if self.cause is not None:
-            raise EnvGone(f"{self._name} {self.cause}; close it and create a new one")
+            raise self._gone()
         assert self._pipe is not None
-        self._seq += 1
-        fut = self._pipe.send(self._seq, encode(kind(self._seq, **fields)))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        sent = False
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
+                await self._turn.acquire()
+                if self.cause is not None:  # it died while this request waited
+                    self._settled()
+                    raise self._gone()
+                self._seq += 1
+                fut = self._pipe.send(self._seq, encode(kind(self._seq, **fields)))
+                sent = True
                 reply = await fut
         except TimeoutError:
+            if not sent:
+                raise EnvBusy(
+                    f"{self._name} was busy with an earlier request for all of this request's {timeout:g} s, "
+                    "so this request was not run and the env is unchanged; retry it, or give it a longer timeout"
+                ) from None
             await self.kill(f"was killed after {timeout:g} s without a reply")
-            raise EnvTimeout(f"{self._name} {self.cause}; create a new one{await self._last_output()}") from None
+            raise EnvTimeout(f"{self._name} {self.cause}{self._advice()}{await self._last_output()}") from None
         except PipeLost:
             await self._wait_exit()
-            raise EnvCrashed(f"{self._name} {self.cause}; close it and create a new one{await self._last_output()}") from None
+            if self._fate is not None:
+                kind_, message = self._fate
+                raise kind_(message) from None
+            raise EnvCrashed(f"{self._name} {self.cause}{self._advice()}{await self._last_output()}") from None
+        except asyncio.CancelledError:
+            if sent:  # nobody waits for the reply now, but the env still gets no longer than asked
+                loop.call_at(deadline, self._expire, self._seq, timeout)
+            raise
         self.last_active = time.time()
-        if self.past_lifetime(self.last_active) and not self._pipe.in_flight:
+        if self.past_lifetime(self.last_active) and not self._turn.locked():
             self.end(f"was closed at the end of its lifetime of {self.lifetime:g} s")  # this reply still goes out
         if type(reply) is Done:
             if kind is Step:
@@ -148,37 +176,30 @@ class EnvHandle:
                 self.episodes += 1
             return reply.body
         assert isinstance(reply, Raised)
-        if reply.kind == "request":
-            raise BadRequest(reply.message)
-        if reply.kind == "usage":
-            raise EnvUsage(f"{self._name}: {_usage_advice(reply)}")
-        if reply.kind == "unavailable":
-            raise NotAvailable(reply.message)
-        if reply.kind == "lookup":
-            raise LookupFailed(self.env_id, reply.message)
-        raise EnvRaised(f"{self._name}", reply.exc_type, reply.message)
+        raise self._refusal(reply)
 
-    async def kill(self, cause: str) -> None:
-        """SIGKILL the env's whole process group (it cannot ignore that), then reap it."""
+    async def kill(self, cause: str, fate: Fate | None = None) -> None:
+        """SIGKILL the env's whole process group (it cannot ignore that), then reap it. `fate`:
+        what the request in flight is told, when the server ends the env on purpose."""
+        if fate is not None and self.cause is None:
+            self._fate = fate
         self._set_cause(cause)
         self._signal_group()
         await self._wait_exit()
 
-    async def close(self, timeout: float, force: bool = False) -> None:
-        """Ask an idle env to close (unless `force`); kill a busy one, or one that will not close.
-        No process is left afterwards."""
+    async def close(self, timeout: float, force: bool = False, fate: Fate | None = None,
+                    wait_turn: bool = False) -> None:
+        """Ask the env to close; kill it if it is busy (unless `wait_turn`: then it may finish
+        its request first, within `timeout`), if it will not close, or if `force`. No process is
+        left afterwards."""
         self._closing = True
-        if not force and self.cause is None and self._pipe is not None and not self._pipe.in_flight:
+        if not force and self.cause is None and self._pipe is not None and (wait_turn or not self._turn.locked()):
             try:
                 await self.call(Close, timeout)
+                await asyncio.wait_for(asyncio.shield(self._exited), min(timeout, 1.0))  # it ends itself
             except Exception:
-                pass  # closing anyway: a dead, raising or hung env is killed below
-        if self._exited is not None and not self._exited.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(self._exited), min(timeout, 1.0))
-            except TimeoutError:
-                pass
-        await self.kill("was closed")
+                pass  # closing anyway: a dead, raising, busy or hung env is killed below
+        await self.kill("was closed", fate)
         self._release()
         self._closed = True
         log.info("env_closed instance=%s env_id=%s pid=%s", self.instance_id, self.env_id, self.pid)
@@ -201,9 +222,13 @@ class EnvHandle:
     def past_lifetime(self, now: float) -> bool:
         return bool(self.lifetime) and now - self.created > self.lifetime
 
-    def info(self) -> dict[str, Any]:
-        """What an admin wants to know of this env, its process tree's CPU and memory included."""
-        cpu, rss = tree_usage(self.pid) if self.cause is None and self.pid is not None else (None, None)
+    async def info(self) -> dict[str, Any]:
+        """What an admin wants to know of this env, its process tree's CPU and memory included
+        (read in a thread: psutil blocks)."""
+        cpu: float | None = None
+        rss: int | None = None
+        if self.cause is None and self.pid is not None:
+            cpu, rss = await asyncio.get_running_loop().run_in_executor(None, tree_usage, self.pid)
         return {
             "instance_id": self.instance_id,
             "env_id": self.env_id,
@@ -226,15 +251,43 @@ class EnvHandle:
             return State.CLOSED
         if self.cause is not None:
             return State.DEAD
-        if self._pipe is None or self._seq == 0:
+        if not self._made:
             return State.STARTING
-        return State.BUSY if self._pipe.in_flight else State.READY
+        return State.BUSY if self._turn.locked() else State.READY
 
-    # --- process plumbing ---
+    # --- messages ---
 
     @property
     def _name(self) -> str:
-        return f"env {self.instance_id} ({self.env_id})"
+        return f"env {self.instance_id} ({self.env_id})" if self._made else f"env '{self.env_id}'"
+
+    def _advice(self) -> str:
+        """What the client should do next, said after a failure."""
+        if not self._made:
+            return " while it was being made; no env was created"
+        if self._restart_follows:
+            return "; it is being restarted under the same id: reset it before its next step"
+        return "; close it and create a new one"
+
+    def _gone(self) -> EnvGone:
+        """For a request that was not run: the env is dead."""
+        return EnvGone(f"{self._name} {self.cause}; close it and create a new one")
+
+    def _refusal(self, reply: Raised) -> SupervisorError:
+        """The error for a request the env process answered with a failure."""
+        if reply.kind == "request":
+            return BadRequest(reply.message)
+        if reply.kind == "usage":
+            return EnvUsage(f"{self._name}: {_usage_advice(reply)}")
+        if reply.kind == "unavailable":
+            return NotAvailable(reply.message)
+        if reply.kind == "lookup":
+            return LookupFailed(self.env_id, reply.message)
+        if reply.kind == "make":
+            return EnvRaised(f"{self._name} could not be made: {reply.message}; no env was created", reply.exc_type)
+        return EnvRaised(f"{self._name} raised {reply.exc_type}: {reply.message}", reply.exc_type)
+
+    # --- process plumbing ---
 
     def _set_cause(self, cause: str) -> None:
         """The first cause sticks: it is the one the client and the log are told."""
@@ -242,10 +295,12 @@ class EnvHandle:
             return
         self.cause = cause
         self.died = time.time()
+        if self._pipe is not None:
+            self._pipe.close()  # the requests waiting on a dead env are told so now, not at its reaping
         if not self._closing:
             log.warning("env_dead instance=%s env_id=%s pid=%s cause=%r", self.instance_id, self.env_id, self.pid, cause)
-            if self._on_death is not None and not self._ended_by_us:
-                self._on_death(self)
+            if self._on_death is not None and not self._ended_by_us and self._fate is None:
+                self._restart_follows = self._on_death(self)
 
     def _signal_group(self) -> None:
         """SIGKILL the env's process group, helpers included, and the env itself while unreaped.
@@ -264,13 +319,19 @@ class EnvHandle:
         if self.limits.cgroup:
             cgroups.kill_all(self.limits.cgroup)  # helpers that left the group with setsid() too
 
-    def _on_sentinel(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(self._proc.sentinel)
-        code = self._proc.exitcode  # readable sentinel: this does not block
-        self._set_cause(describe_exit(code, self.limits))
-        if self._exited is not None and not self._exited.done():
-            self._exited.set_result(code)
+    def _settled(self) -> None:
+        """The env answered its request (or is gone): the next one may be sent."""
+        if self._turn.locked():
+            self._turn.release()
+
+    def _expire(self, seq: int, timeout: float) -> None:
+        """A request whose caller went away ran out of time: the env is killed as if it had waited."""
+        if self._seq == seq and self._turn.locked() and self.cause is None:
+            self._set_cause(f"was killed after {timeout:g} s without a reply")
+            self._signal_group()
+
+    def _on_exit(self, exited: "asyncio.Future[int | None]") -> None:
+        self._set_cause(describe_exit(exited.result(), self.limits))
         self._signal_group()  # however it ended, nothing it spawned outlives it
 
     def _on_mismatch(self, what: str) -> None:
@@ -301,72 +362,20 @@ class EnvHandle:
             self._pipe.close()
         if self.output is not None:
             self.output.close()  # a helper that escaped every kill must not hold our descriptor
-        if self._proc is not None and self._exited is not None and self._exited.done():
-            self._proc.join(0)
-            self._proc.close()
 
 
-async def _adopt(conn: Connection, factory: Callable[[], P]) -> P:
-    """Read a multiprocessing connection with an asyncio protocol on the event loop.
+async def _adopt(sock: socket.socket, factory: Callable[[], P]) -> P:
+    """Read one end of a socket pair with an asyncio protocol on the event loop.
 
-    A socket (the connection is one end of a socket pair), since uvloop closes a pipe's
-    descriptor twice (libuv, then the file object), which in a threaded process can close
-    another thread's new descriptor; it closes a socket once.
+    A socket, not a pipe: uvloop closes a pipe's descriptor twice (libuv, then the file
+    object), which in a threaded process can close another thread's new descriptor.
     """
-    sock = socket.socket(fileno=os.dup(conn.fileno()))
-    conn.close()
-    _, protocol = await asyncio.get_running_loop().create_unix_connection(factory, sock=sock)
+    try:
+        _, protocol = await asyncio.get_running_loop().create_unix_connection(factory, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
     return protocol
-
-
-def _start(proc: Any) -> None:
-    """Start a process, in the starter thread, and take it out of multiprocessing's bookkeeping.
-
-    Process.start() polls every process it knows of, reading their sentinels; were ours among
-    them, that thread would read a sentinel the event loop had just closed and reused, and steal
-    a starting process's pid from its pipe. The handle alone reaps its process.
-    """
-    proc.start()
-    multiprocessing.process._children.discard(proc)
-
-
-def _tree(pid: int) -> list[psutil.Process]:
-    root = psutil.Process(pid)
-    return [root, *root.children(recursive=True)]
-
-
-def tree_pss(pid: int) -> int | None:
-    """The memory a process tree holds, shared pages split among their sharers (PSS): forks of
-    one env share most of their pages, which a sum of RSS would count once per process."""
-    try:
-        procs = _tree(pid)
-    except psutil.Error:
-        return None
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_full_info().pss
-        except psutil.Error:
-            pass  # it ended while we looked
-    return total
-
-
-def tree_usage(pid: int) -> tuple[float | None, int | None]:
-    """CPU seconds (user + system) and resident memory of a process and all its descendants."""
-    try:
-        procs = _tree(pid)
-    except psutil.Error:
-        return None, None
-    cpu, rss = 0.0, 0
-    for p in procs:
-        try:
-            with p.oneshot():
-                t = p.cpu_times()
-                cpu += t.user + t.system
-                rss += p.memory_info().rss
-        except psutil.Error:
-            pass  # it ended while we looked
-    return round(cpu, 3), rss
 
 
 def _usage_advice(reply: Raised) -> str:

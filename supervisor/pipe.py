@@ -29,13 +29,15 @@ class ReplyPipe(asyncio.Protocol):
     The child answers strictly in order, so each reply belongs to the oldest waiting request;
     its seq must say so. A request whose waiter gave up (timeout, client gone) keeps its place
     and its late reply is dropped, so it can never be read as the answer to a later request.
+    `on_settled` is called as each request leaves the FIFO, answered or lost.
     """
 
-    def __init__(self, on_mismatch: Callable[[str], None]) -> None:
+    def __init__(self, on_mismatch: Callable[[str], None], on_settled: Callable[[], None] = lambda: None) -> None:
         self._buf = bytearray()
         self._waiting: deque[tuple[int, asyncio.Future[AnyReply]]] = deque()
         self._transport: asyncio.Transport | None = None
         self._on_mismatch = on_mismatch
+        self._on_settled = on_settled
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -50,10 +52,6 @@ class ReplyPipe(asyncio.Protocol):
         assert self._transport is not None
         self._transport.write(frame(payload))
         return fut
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._waiting)
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
@@ -87,9 +85,9 @@ class ReplyPipe(asyncio.Protocol):
             self._on_mismatch(f"answered request {seq} with the reply to {reply.seq}")
             if not fut.done():
                 fut.set_exception(PipeLost())  # never a wrong answer: the env is killed for it
-            return
-        if not fut.done():
+        elif not fut.done():
             fut.set_result(reply)
+        self._on_settled()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -97,6 +95,7 @@ class ReplyPipe(asyncio.Protocol):
             _, fut = self._waiting.popleft()
             if not fut.done():
                 fut.set_exception(PipeLost())
+            self._on_settled()
 
     def close(self) -> None:
         if self._transport is not None:

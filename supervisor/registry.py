@@ -1,14 +1,12 @@
 """Every env of the server by instance id, and the forkserver their processes come from."""
 
 import asyncio
-import importlib.util
 import logging
-import multiprocessing
 import os
 import pwd
 import time
 import uuid
-from multiprocessing import forkserver
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +19,24 @@ from supervisor.cgroups import PidsCgroups
 from supervisor.errors import (
     BadRequest,
     ConfigError,
+    EnvCrashed,
+    EnvGone,
     ServerBusy,
+    ShuttingDown,
     SupervisorError,
     UnknownInstance,
 )
 from supervisor.exits import memory_cause
-from supervisor.handle import EnvHandle, State, tree_pss
+from supervisor.forkserver import Forkserver
+from supervisor.handle import EnvHandle, State
 from supervisor.restart import RestartPolicy, crash_loop, loop_cause, recent
+from supervisor.usage import tree_pss
 
 log = logging.getLogger("gym_supervisor.env")
 
-# Imported once in the forkserver, so that every env process starts with them loaded.
-BASE_PRELOAD = ("envproc.worker", "gymnasium.envs.classic_control", "gymnasium.envs.toy_text")
-
 CLOSE_TIMEOUT = 5.0
+REMEMBERED = 10_000  # closed and forgotten ids whose fate an unknown-id error still tells
+RETRY_AFTER = 5  # seconds a client is told to wait when the server is full
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,6 +44,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
 
     allow_modules: tuple[str, ...] = ()
     preload: tuple[str, ...] = ()
+    env_path: tuple[str, ...] = ()  # where env modules are found (after the working directory)
     max_envs: int = 0  # env processes alive or starting at once; 0: no limit
     env_memory_mb: int = 0  # per env, its whole process tree; 0: no limit
     env_cpu_seconds: float = 0  # per env process; 0: no limit
@@ -52,42 +55,42 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     dead_retention: float = 600  # forget a dead env's cause after this long
     watch_interval: float = 0.5  # seconds between looks at the envs (memory, idleness, age)
     create_timeout: float = 60  # for automatic restarts, which have no request to take one from
-    restart: RestartPolicy | None = None  # the default for envs created without one
+    restart_max: int = 0  # the restart policy of envs created without one; 0: no restarts
+    restart_within: float = 60  # and its window, also for policies that give none
     env_user: str | None = None  # the user env code runs as
     env_no_network: bool = False  # each env in a network namespace of its own
 
-RETRY_AFTER = 5  # seconds a client is told to wait when the server is full
-
 
 class Registry:
-    """Owns every env handle, keyed by instance id, from create until close."""
+    """Owns every env handle, keyed by instance id, from create until close, and the fates of
+    recently closed or forgotten ids."""
 
     def __init__(self, limits: Limits) -> None:
-        for name in limits.preload:
-            try:
-                found = importlib.util.find_spec(name) is not None
-            except ModuleNotFoundError:  # its parent package is missing
-                found = False
-            if not found:
-                raise ConfigError(f"--preload {name}: no such module here")
         self.limits = limits
         self._user = _resolve_user(limits.env_user)
         if limits.env_no_network and (why := sandbox.can_unshare_network()) is not None:
             raise ConfigError(f"--env-no-network: this machine does not let the server make network namespaces ({why})")
-        self._ctx = multiprocessing.get_context("forkserver")
+        env_path = tuple(dict.fromkeys([os.getcwd(), *(os.path.abspath(p) for p in limits.env_path)]))
+        self._forkserver = Forkserver(env_path, limits.preload)
+        self._forkserver.start()  # here, so that a preload that fails stops the server from starting
         self._envs: dict[str, EnvHandle] = {}
-        self._starting = 0
+        self._starting: set[EnvHandle] = set()
+        self._fates: OrderedDict[str, str] = OrderedDict()
         self._closing = False
+        self._closed = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._cgroups = PidsCgroups(limits.env_max_procs)
         self._policies: dict[str, RestartPolicy] = {}
         self._history: dict[str, list[float]] = {}  # automatic restart times per instance
         self._restarting: dict[str, asyncio.Task[None]] = {}
 
+    @property
+    def env_path(self) -> tuple[str, ...]:
+        return self._forkserver.config.env_path
+
     async def start(self) -> None:
-        """Start the forkserver with its modules imported, so the first create is fast too."""
-        self._ctx.set_forkserver_preload([*BASE_PRELOAD, *self.limits.preload])
-        await asyncio.get_running_loop().run_in_executor(None, forkserver.ensure_running)
+        self._forkserver.adopt()
         self._watcher = asyncio.create_task(self._watch(), name="env-watch")
 
     def prepare_directory(self, path: Path) -> None:
@@ -114,7 +117,7 @@ class Registry:
         restart: RestartPolicy | None = None, asked: AskedLimits = NONE_ASKED,
     ) -> str:
         if self._closing:
-            raise ServerBusy("the server is shutting down and starts no new env")
+            raise ShuttingDown()
         self.check_env_id(env_id)
         limit = self.limits.max_envs
         if limit and self.live() >= limit:
@@ -122,13 +125,14 @@ class Registry:
                 f"the server runs its limit of {limit} envs; close one of yours or retry later", RETRY_AFTER
             )
         instance_id = uuid.uuid4().hex[:8]
-        while instance_id in self._envs:
+        while instance_id in self._envs or instance_id in self._fates:
             instance_id = uuid.uuid4().hex[:8]
         handle = await self._launch(instance_id, env_id, kwargs, seed, timeout, 0, asked)
         self._envs[instance_id] = handle
-        policy = restart or self.limits.restart
-        if policy is not None:
-            self._policies[instance_id] = policy
+        if restart is None and self.limits.restart_max:
+            restart = RestartPolicy(self.limits.restart_max)
+        if restart is not None:
+            self._policies[instance_id] = RestartPolicy(restart.max, restart.within_s or self.limits.restart_within)
         return instance_id
 
     async def _launch(
@@ -146,25 +150,28 @@ class Registry:
             gid=self._user[1] if self._user else None,
         )
         handle = EnvHandle(
-            self._ctx, instance_id, env_id, kwargs, seed, env_limits, self.limits.max_lifetime,
+            self._forkserver, instance_id, env_id, kwargs, seed, env_limits, self.limits.max_lifetime,
             restarts=restarts, on_death=self._on_death,
         )
-        self._starting += 1
+        self._starting.add(handle)
         try:
             await handle.start(timeout)
-        except BaseException:
+        except BaseException as exc:
             self._cgroups.release(env_limits.cgroup)
+            if self._closing and isinstance(exc, SupervisorError):
+                raise ShuttingDown() from None  # the shutdown killed it while it started
             raise
         finally:
-            self._starting -= 1
-        if self._closing:  # close_all ran while this env started: it must not outlive the server
+            self._starting.discard(handle)
+        if self._closing:  # the shutdown began while this env started: it must not outlive the server
             await self._dispose(handle)
-            raise ServerBusy("the server is shutting down and starts no new env")
+            raise ShuttingDown()
         return handle
 
-    async def _dispose(self, handle: EnvHandle, timeout: float = CLOSE_TIMEOUT, force: bool = False) -> None:
+    async def _dispose(self, handle: EnvHandle, timeout: float = CLOSE_TIMEOUT, force: bool = False,
+                       **how: Any) -> None:
         """Close a handle for good: its process, and then its cgroup."""
-        await handle.close(timeout, force=force)
+        await handle.close(timeout, force=force, **how)
         self._cgroups.release(handle.limits.cgroup)
 
     async def restart(self, instance_id: str, timeout: float) -> dict[str, Any]:
@@ -172,7 +179,12 @@ class Registry:
         await self._settle(instance_id, timeout)
         old = self.get(instance_id)
         report = {"pid": old.pid, "state": old.state.value, "cause": old.cause}
-        await self._dispose(old, force=True)
+        fate = (
+            EnvCrashed,
+            f"env {instance_id} ({old.env_id}) was restarted by a restart request while this request ran; "
+            "reset it before its next step",
+        )
+        await self._dispose(old, force=True, fate=fate)
         try:
             new = await self._launch(instance_id, old.env_id, old.kwargs, old.seed, timeout, old.restarts + 1, _asked(old))
         except BaseException as exc:
@@ -180,19 +192,20 @@ class Registry:
             raise
         if self._envs.get(instance_id) is not old:  # closed while it restarted
             await self._dispose(new)
-            raise UnknownInstance(instance_id)
+            raise UnknownInstance(instance_id, self._fates.get(instance_id))
         self._envs[instance_id] = new
         log.info("env_restarted instance=%s env_id=%s old_pid=%s pid=%s", instance_id, new.env_id, old.pid, new.pid)
         return {"instance_id": instance_id, "old": report, "new": {"pid": new.pid}}
 
-    def _on_death(self, handle: EnvHandle) -> None:
-        """An env died on its own: restart it if its policy says so."""
+    def _on_death(self, handle: EnvHandle) -> bool:
+        """An env died on its own: restart it if its policy says so (True if it will try)."""
         iid = handle.instance_id
         if self._closing or self._envs.get(iid) is not handle or iid not in self._policies:
-            return
+            return False
         task = asyncio.create_task(self._restart_after_death(handle), name=f"restart-{iid}")
         self._restarting[iid] = task
         task.add_done_callback(lambda _: self._restarting.pop(iid, None))
+        return not crash_loop(self._history.get(iid, []), time.time(), self._policies[iid])
 
     async def _restart_after_death(self, old: EnvHandle) -> None:
         iid, policy = old.instance_id, self._policies[old.instance_id]
@@ -229,59 +242,125 @@ class Registry:
 
     def live(self) -> int:
         """Env processes running or starting; dead envs kept for their cause do not count."""
-        return self._starting + sum(1 for h in self._envs.values() if h.cause is None)
+        return len(self._starting) + sum(1 for h in self._envs.values() if h.cause is None)
 
     def get(self, instance_id: str) -> EnvHandle:
         try:
             return self._envs[instance_id]
         except KeyError:
-            raise UnknownInstance(instance_id) from None
+            raise UnknownInstance(instance_id, self._fates.get(instance_id)) from None
+
+    async def info(self, instance_id: str) -> dict[str, Any]:
+        return await self.get(instance_id).info()
 
     async def call(self, instance_id: str, kind: type[protocol.Request], timeout: float, **fields: Any) -> bytes:
+        """One request to an env. A request that waited on a process that died, and was never
+        sent to it, goes to the process that replaced it (a restart), if there is one."""
+        if self._closing:
+            raise ShuttingDown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         handle = self.get(instance_id)
-        if handle.cause is not None and instance_id in self._restarting:
-            await self._settle(instance_id, timeout)
-            handle = self.get(instance_id)
-        return await handle.call(kind, timeout, **fields)
+        while True:
+            if handle.cause is not None and instance_id in self._restarting:
+                await self._settle(instance_id, deadline - loop.time())
+                handle = self.get(instance_id)
+            try:
+                return await handle.call(kind, max(deadline - loop.time(), 0.001), **fields)
+            except EnvGone:
+                if self._closing:
+                    raise ShuttingDown() from None
+                if instance_id in self._restarting:
+                    await self._settle(instance_id, deadline - loop.time())
+                new = self._envs.get(instance_id)
+                if new is None or new is handle or deadline <= loop.time():
+                    raise
+                handle = new
 
     def list_all(self) -> dict[str, str]:
         return {iid: h.env_id for iid, h in self._envs.items()}
 
-    async def close(self, instance_id: str, timeout: float = CLOSE_TIMEOUT) -> None:
+    async def close(self, instance_id: str, timeout: float = CLOSE_TIMEOUT, fate: str = "was closed") -> None:
         handle = self._envs.pop(instance_id, None)
         if handle is None:
-            raise UnknownInstance(instance_id)
+            raise UnknownInstance(instance_id, self._fates.get(instance_id))
+        self._remember(instance_id, f"{fate} at {_clock(time.time())}")
         self._policies.pop(instance_id, None)
         self._history.pop(instance_id, None)
-        await self._dispose(handle, timeout)
+        await self._dispose(handle, timeout, fate=(EnvGone, f"env {instance_id} ({handle.env_id}) was closed "
+                                                           "by a close request while this request ran"))
 
-    async def close_all(self) -> None:
+    def _remember(self, instance_id: str, fate: str) -> None:
+        self._fates[instance_id] = fate
+        self._fates.move_to_end(instance_id)
+        while len(self._fates) > REMEMBERED:
+            self._fates.popitem(last=False)
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop: no new request runs; requests running may finish within `grace` seconds (or
+        until `hurry`); then every env is closed, and those still busy are killed, their
+        requests answered 503. Idempotent: the lifespan's shutdown calls it again."""
+        if self._closing:
+            await self._closed.wait()
+            return
         self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         for task in list(self._restarting.values()):
             task.cancel()
-        await asyncio.gather(*self._restarting.values(), return_exceptions=True)
         if self._watcher is not None:
             self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
-        ids = list(self._envs)
-        await asyncio.gather(*(self.close(i) for i in ids), return_exceptions=True)
+        await asyncio.gather(*self._restarting.values(), *([self._watcher] if self._watcher else []),
+                             return_exceptions=True)
+        fate = (ShuttingDown, ShuttingDown().args[0])
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        for handle in list(self._starting):  # a create under way is not worth waiting for
+            asyncio.ensure_future(handle.kill("was stopped: the server is shutting down", fate))
+
+        async def stop(iid: str, handle: EnvHandle) -> None:
+            close = asyncio.ensure_future(
+                self._dispose(handle, max(deadline - loop.time(), 0.001), wait_turn=True, fate=fate))
+            await asyncio.wait([close, hurry], return_when=asyncio.FIRST_COMPLETED)
+            if not close.done():  # a second signal: now
+                await handle.kill("was stopped: the server is shutting down", fate)
+                await close
+
+        await asyncio.gather(*(stop(i, h) for i, h in self._envs.items()), return_exceptions=True)
+        hurry.cancel()
+        self._envs.clear()
         await self._cgroups.close()
+        await self._forkserver.close()
+        self._closed.set()
+
+    def hurry(self) -> None:
+        """End the shutdown's grace now (a second SIGINT or SIGTERM)."""
+        self._hurry.set()
 
     async def _watch(self) -> None:
-        """Every watch_interval: stop envs over their memory, idle or too old; forget old deaths."""
+        """Every watch_interval: stop envs over their memory, idle or too old; forget old deaths.
+        A round that fails is logged and the next one runs: one bad round must not end every
+        limit the watcher enforces."""
         while True:
             await asyncio.sleep(self.limits.watch_interval)
-            await self._stop_memory_hogs()
-            self._cgroups.sweep()
-            now = time.time()
-            for h in list(self._envs.values()):
-                if h.cause is None and h.state is State.READY:
-                    if self.limits.idle_timeout and now - h.last_active > self.limits.idle_timeout:
-                        h.end(f"was closed as idle after {self.limits.idle_timeout:g} s")
-                    elif h.past_lifetime(now):
-                        h.end(f"was closed at the end of its lifetime of {self.limits.max_lifetime:g} s")
-                elif h.died is not None and now - h.died > self.limits.dead_retention:
-                    await self.close(h.instance_id)
+            try:
+                await self._watch_round()
+            except Exception:
+                log.exception("watch_failed")
+
+    async def _watch_round(self) -> None:
+        await self._stop_memory_hogs()
+        await asyncio.get_running_loop().run_in_executor(None, self._cgroups.sweep)
+        now = time.time()
+        for h in list(self._envs.values()):
+            if h.cause is None and h.state is State.READY:
+                if self.limits.idle_timeout and now - h.last_active > self.limits.idle_timeout:
+                    h.end(f"was closed as idle after {self.limits.idle_timeout:g} s")
+                elif h.past_lifetime(now):
+                    h.end(f"was closed at the end of its lifetime of {self.limits.max_lifetime:g} s")
+            elif h.died is not None and now - h.died > self.limits.dead_retention:
+                if self._envs.get(h.instance_id) is h:  # its client may have closed it meanwhile
+                    await self.close(h.instance_id, fate=f"{h.cause}, and was forgotten "
+                                                         f"{self.limits.dead_retention:g} s later,")
                     log.info("env_forgotten instance=%s env_id=%s cause=%r", h.instance_id, h.env_id, h.cause)
 
     async def _stop_memory_hogs(self) -> None:
@@ -297,6 +376,10 @@ class Registry:
         await asyncio.gather(*(
             h.kill(f"{memory_cause(h.limits)} (its processes held {rss / 2**20:.0f} MB)") for h, rss in over
         ))
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
 def _resolve_user(name: str | None) -> tuple[int, int] | None:

@@ -6,16 +6,17 @@ import msgspec
 from msgspec import Meta
 
 
-class RestartPolicy(msgspec.Struct, frozen=True):
-    """Restart after a crash or timeout kill, at most `max` times within `within_s` seconds."""
+class RestartPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Restart after a crash or timeout kill, at most `max` times within `within_s` seconds
+    (None: the server's --restart-within)."""
 
     max: Annotated[int, Meta(ge=1)]
-    within_s: Annotated[float, Meta(gt=0)]
+    within_s: Annotated[float, Meta(gt=0)] | None = None
 
 
 def recent(history: list[float], now: float, policy: RestartPolicy) -> list[float]:
     """The restart times that still count against the policy."""
-    return [t for t in history if now - t < policy.within_s]
+    return [t for t in history if now - t < (policy.within_s or 0)]
 
 
 def crash_loop(history: list[float], now: float, policy: RestartPolicy) -> bool:

@@ -15,6 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FAULTY = "tests.faulty_envs"
+# The installed command, as `scripts/serve` runs it: the path users take, not `python -m api`.
+COMMAND = str(Path(sys.executable).with_name("gym-supervisor"))
 
 
 def free_port() -> int:
@@ -40,30 +42,40 @@ class Server:
         self.proc.wait(15)
 
 
-def start_server(tmp: Path, *extra: str, seed_flags: bool = False) -> Server:
-    """Start `python -m api serve` on a free loopback port; `seed_flags` uses -l/-p for the address."""
+def start_server(tmp: Path, *extra: str, seed_flags: bool = False, cwd: Path = ROOT,
+                 allow_faulty: bool = True) -> Server:
+    """Start the installed `gym-supervisor serve` on a free loopback port, from `cwd` (where the
+    test envs' module is found); `seed_flags` uses -l/-p for the address."""
     port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
     data_dir = tmp / "data"
     log = tmp / f"server-{port}.log"
     where = ["-l", "127.0.0.1", "-p", str(port)] if seed_flags else ["--host", "127.0.0.1", "--port", str(port)]
-    cmd = [sys.executable, "-m", "api", "serve", *where, "--data-dir", str(data_dir), "--allow-module", FAULTY, *extra]
-    out = open(log, "wb")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    allow = ["--allow-module", FAULTY] if allow_faulty else []
+    cmd = [COMMAND, "serve", *where, "--data-dir", str(data_dir), *allow, *extra]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:  # the server answers, or it died: either ends this wait
+    wait_answering(proc, url, log)
+    return Server(proc, url, data_dir, log, list(extra))
+
+
+def wait_answering(proc: subprocess.Popen, url: str, log: Path, timeout: float = 60) -> None:
+    """Until the server answers, or fail if it died or took longer than `timeout` (a loaded
+    machine may take tens of seconds to import everything)."""
+    deadline = time.monotonic() + timeout
+    while True:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()}")
         try:
             if httpx.get(f"{url}/v1/envs/", timeout=1).status_code == 200:
-                break
+                return
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(f"server did not answer in 30 s: {log.read_text()}")
+            raise RuntimeError(f"server did not answer in {timeout:g} s: {log.read_text()}")
         time.sleep(0.05)
-    return Server(proc, url, data_dir, log, list(extra))
 
 
 @pytest.fixture(scope="session")

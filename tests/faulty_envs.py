@@ -73,10 +73,14 @@ class IgnoresTerm(Base):
 
 
 class Slow(Base):
-    """Takes action/10 seconds to step."""
+    """Takes action/10 seconds to step, or `seconds` if given."""
+
+    def __init__(self, signal_path: str | None = None, seconds: float | None = None) -> None:
+        super().__init__(signal_path)
+        self.seconds = seconds
 
     def fault(self, action: Any) -> None:
-        time.sleep(int(action) / 10)
+        time.sleep(int(action) / 10 if self.seconds is None else self.seconds)
 
 
 class SpawnsHelpers(Base):
@@ -222,8 +226,23 @@ def _outcome(check: Any) -> str:
     return "ok"
 
 
+class ReportsModules(Base):
+    """Its reset says which modules of the server side its process holds (it must hold none)."""
+
+    SERVER_SIDE = {"api", "supervisor", "litestar", "uvicorn", "anyio", "click", "yaml", "httptools", "uvloop"}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        obs, info = super().reset(seed=seed)
+        info["server_modules"] = sorted({m.split(".")[0] for m in sys.modules} & self.SERVER_SIDE)
+        info["modules"] = len(sys.modules)
+        info["main"] = getattr(sys.modules["__main__"], "__file__", None)
+        return obs, info
+
+
 class HangsInInit(Base):
     def __init__(self, signal_path: str | None = None) -> None:
+        super().__init__(signal_path)
+        self.announce()
         time.sleep(3600)
 
 
@@ -284,5 +303,5 @@ class Image(gym.Env):
 
 
 for _cls in (Raises, Segfaults, Exits, Spins, IgnoresTerm, Slow, SpawnsHelpers, MemoryBomb, HelperHog, FileHog, ForkBomb, EscapesGroup,
-             ListsFds, Floods, PrintsThenCrashes, Probes, HangsInInit, RaisesInInit, Structured, Image):
+             ListsFds, Floods, PrintsThenCrashes, Probes, ReportsModules, HangsInInit, RaisesInInit, Structured, Image):
     gym.register(id=f"{_cls.__name__}-v0", entry_point=_cls, disable_env_checker=True)

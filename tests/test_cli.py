@@ -1,7 +1,6 @@
 """The command line: every setting has its flag, bad values are refused before anything starts."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -9,13 +8,13 @@ import msgspec
 import pytest
 
 from api.settings import Settings
-from tests.conftest import ROOT, create, start_server
+from tests.conftest import COMMAND, ROOT, create, start_server
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "api", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    return subprocess.run([COMMAND, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 def test_help_lists_a_flag_for_every_setting() -> None:
@@ -47,5 +46,17 @@ def test_the_seeds_listen_and_port_flags(tmp_path: Path) -> None:
     try:
         with httpx.Client(base_url=srv.url, timeout=10) as c:
             assert create(c, "CartPole-v1")
+    finally:
+        srv.stop()
+
+
+def test_the_startup_log_states_the_effective_settings(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--env-memory-mb", "300", "--step-timeout", "7", "--env-path", "elsewhere")
+    try:
+        line = next(x for x in srv.log.read_text().splitlines() if "server_started" in x)
+        for says in (f"url={srv.url} ", "env_memory_mb=300 ", "step_timeout=7.0 ", "create_timeout=60.0 ",
+                     f"data_dir='{srv.data_dir}'", "allow_module=('tests.faulty_envs',)", "shutdown_grace=5.0 ",
+                     f"env_path=('{ROOT}', '{ROOT / 'elsewhere'}')"):
+            assert says in line, (says, line)
     finally:
         srv.stop()

@@ -11,7 +11,15 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import tests.faulty_envs  # noqa: F401  (registers the test envs for the local side of comparisons)
-from api.client import Client, EnvCrashed, EnvGone, EnvTimeout, RemoteEnv, RemoteVectorEnv, ServerError
+from api.client import (
+    Client,
+    EnvCrashed,
+    EnvGone,
+    EnvTimeout,
+    RemoteEnv,
+    RemoteVectorEnv,
+    ServerError,
+)
 from tests.conftest import ROOT, Server, faulty
 
 pytestmark = pytest.mark.timeout(120)

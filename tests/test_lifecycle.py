@@ -23,11 +23,9 @@ def test_stopping_the_server_leaves_no_process(tmp_path: Path, how: str) -> None
             assert len(pids) >= 4  # the forkserver and three envs
             if how == "shutdown":
                 assert c.post("/v1/shutdown/").status_code == 200
-                expected = 0
             else:
                 srv.proc.send_signal(getattr(signal, how))
-                expected = -getattr(signal, how)  # uvicorn re-raises the signal once it has shut down
-        assert srv.proc.wait(20) == expected
+        assert srv.proc.wait(20) == 0  # a stop asked for is a clean exit
         assert "Application shutdown complete" in srv.log.read_text()
         assert all(gone(pid) for pid in pids)
         assert not list(Path("/sys/fs/cgroup/pids").glob(f"gym-supervisor-{srv.proc.pid}"))  # its cgroups too

@@ -51,9 +51,17 @@ def test_automatic_restart_after_crash_and_timeout_then_crash_loop(client: httpx
 
 
 def test_restart_policy_is_checked(client: httpx.Client) -> None:
-    for bad in ({"max": 0, "within_s": 5}, {"max": 2}, {"max": 2, "within_s": -1}, "often"):
+    for bad in ({"max": 0, "within_s": 5}, {"within_s": 5}, {"max": 2, "within_s": -1}, "often"):
         r = client.post("/v1/envs/", json={"env_id": "CartPole-v1", "restart": bad})
         assert r.status_code == 400 and "restart" in r.json()["message"], r.text
+
+
+def test_a_misspelt_restart_or_limits_key_is_refused_naming_it(client: httpx.Client) -> None:
+    """A typo must not silently drop a policy or a limit."""
+    for body, key in (({"restart": {"max": 2, "within": 60}}, "within"),
+                      ({"limits": {"memroy_mb": 100}}, "memroy_mb")):
+        r = client.post("/v1/envs/", json={"env_id": "CartPole-v1", **body})
+        assert r.status_code == 400 and key in r.json()["message"], r.text
 
 
 def test_crash_loop_counts_only_restarts_within_the_window() -> None:
@@ -73,11 +81,14 @@ def restarting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         s.stop()
 
 
-def test_server_default_restart_policy(restarting: Server) -> None:
+@pytest.mark.parametrize("policy", [None, {"max": 1}])  # the server's, or one without a window
+def test_server_default_restart_policy(restarting: Server, policy: dict | None) -> None:
     with httpx.Client(base_url=restarting.url, timeout=30) as c:
-        iid = create(c, faulty("Exits"))
+        iid = create(c, faulty("Exits"), restart=policy)
         c.post(f"/v1/envs/{iid}/reset/")
-        assert c.post(f"/v1/envs/{iid}/step/", json={"action": 0}).status_code == 502
+        r = c.post(f"/v1/envs/{iid}/step/", json={"action": 0})
+        assert r.status_code == 502 and "being restarted under the same id" in r.json()["message"]
+        assert "create a new one" not in r.json()["message"]
         assert c.post(f"/v1/envs/{iid}/reset/").status_code == 200  # restarted once
         assert c.post(f"/v1/envs/{iid}/step/", json={"action": 0}).status_code == 502
         r = c.post(f"/v1/envs/{iid}/reset/")

@@ -203,10 +203,23 @@ def test_step_before_reset_is_400_saying_reset_first(client: httpx.Client) -> No
 def test_action_outside_the_space_is_400(client: httpx.Client) -> None:
     iid = create(client, "CartPole-v1")
     client.post(f"/v1/envs/{iid}/reset/")
-    for action in (2, "left", 0.5, [0, 1]):
+    for action in (2, -1, "left", "1", 0.5, True, [0, 1], {"a": 1}):
         r = client.post(f"/v1/envs/{iid}/step/", json={"action": action})
         assert r.status_code == 400 and "action" in r.json()["message"], (action, r.text)
     assert client.post(f"/v1/envs/{iid}/step/", json={"action": 1}).status_code == 200
+
+
+@pytest.mark.parametrize("action", [1.0, [1]])
+def test_a_discrete_action_as_a_whole_float_or_a_one_element_list_is_read_as_its_integer(
+    client: httpx.Client, action: object
+) -> None:
+    """As the seed did (it gave any non-integer to the env as a numpy array): README, step."""
+    iid = create(client, "CartPole-v1", seed=3)
+    twin = create(client, "CartPole-v1", seed=3)
+    for i in (iid, twin):
+        client.post(f"/v1/envs/{i}/reset/")
+    r = client.post(f"/v1/envs/{iid}/step/", json={"action": action})
+    assert r.status_code == 200 and r.json() == client.post(f"/v1/envs/{twin}/step/", json={"action": 1}).json()
 
 
 def test_kwargs_reach_gymnasium_make(client: httpx.Client) -> None:

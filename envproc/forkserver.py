@@ -1,0 +1,143 @@
+"""The env forkserver: imports Gymnasium and the preloaded env modules once, then forks one env
+process per request of the server and tells the server how each one ended.
+
+The server starts it as `python -m envproc.forkserver CONFIG FD`, whatever way the server itself
+was started, so an env process holds only the env side: never the server's main module, nor
+Litestar (multiprocessing's own forkserver imports the parent's main script in every child).
+"""
+
+import importlib
+import os
+import selectors
+import signal
+import socket
+import sys
+import traceback
+from multiprocessing.connection import Connection
+
+import msgspec
+
+from envproc import guardian
+from envproc.protocol import (
+    Exited,
+    ForkserverConfig,
+    Ready,
+    Spawn,
+    Spawned,
+    decode_control,
+    encode,
+)
+
+# Every env process starts with these loaded, so creating one costs a fork, not an import.
+BASE_PRELOAD = ("gymnasium.envs.classic_control", "gymnasium.envs.toy_text")
+MAX_MESSAGE = 1 << 16
+
+
+def preload(modules: tuple[str, ...]) -> dict[str, str]:
+    """Import each module; say why for each that failed (the server then refuses to start)."""
+    failed = {}
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:  # SystemExit too: a module's import must not end us
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    return failed
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _reap(sock: socket.socket) -> None:
+    """Tell the server of every env process that has ended (SIGCHLD says only that some did)."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        sock.send(encode(Exited(pid, os.waitstatus_to_exitcode(status))))
+
+
+def _fork_env(fds: list[int], keep_out: list[int]) -> int:
+    """Fork one env process on these two descriptors: its request pipe, and its output."""
+    me = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        guardian.die_with_parent()  # we end with the server, and every env process with us
+        if os.getppid() != me:  # we ended before prctl took effect
+            os._exit(1)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in keep_out:
+            os.close(fd)
+        from envproc import worker
+
+        worker.main(Connection(fds[0]), Connection(fds[1]))
+        code = 0
+    except SystemExit as exc:  # env code may call sys.exit(n): n is its exit code, as in any program
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def serve(sock: socket.socket) -> None:
+    """Fork an env process for each Spawn until the server closes its end (then we end, and the
+    parent-death signal takes every env process with us)."""
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so that SIGCHLD writes to wake_w
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        selector.register(wake_r, selectors.EVENT_READ)
+        while True:
+            for key, _ in selector.select():
+                if key.fileobj == wake_r:
+                    _drain(wake_r)
+                    _reap(sock)
+                    continue
+                data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 2)
+                if not data:
+                    return
+                assert isinstance(decode_control(data), Spawn) and len(fds) == 2
+                try:
+                    pid = _fork_env(fds, [sock.fileno(), wake_r, wake_w])
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                sock.send(encode(Spawned(pid)))
+
+
+def main() -> None:
+    config = msgspec.json.decode(sys.argv[1], type=ForkserverConfig)
+    sock = socket.socket(fileno=int(sys.argv[2]))
+    # The env path says where env modules are found, the working directory among them; drop
+    # what `-m` put first, so that an env path without it leaves it out.
+    if sys.path and sys.path[0] == os.getcwd():
+        del sys.path[0]
+    sys.path[:0] = config.env_path
+    sys.argv = sys.argv[:1]
+    from envproc import worker
+
+    worker.ENV_PATH = config.env_path
+    failed = preload((*BASE_PRELOAD, *config.preload))
+    sock.send(encode(Ready(failed)))
+    if not failed:
+        try:
+            serve(sock)
+        except BrokenPipeError:
+            pass  # the server is gone
+
+
+if __name__ == "__main__":
+    main()
