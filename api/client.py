@@ -26,27 +26,25 @@ class ServerError(Exception):
         self.status_code = status_code
 
 
-class Unauthorized(ServerError): ...  # 401
-
-
-class Forbidden(ServerError): ...  # 403
-
-
 class EnvGone(ServerError): ...  # 410: the env died earlier; close it and create another
-
-
-class QuotaExceeded(ServerError): ...  # 429
 
 
 class EnvCrashed(ServerError): ...  # 502: the env process died during the request
 
 
-class EnvTimeout(ServerError): ...  # 504: the env did not answer in time and was killed
+class EnvTimeout(ServerError): ...  # 504: no answer in time (the env was killed, or was busy and the request not run)
 
 
-ERRORS: dict[int, type[ServerError]] = {
-    401: Unauthorized, 403: Forbidden, 410: EnvGone, 429: QuotaExceeded, 502: EnvCrashed, 504: EnvTimeout,
-}
+class ServerFull(ServerError):
+    """503: the server runs its limit of envs (`retry_after` seconds is its advice), or is
+    shutting down (`retry_after` None)."""
+
+    def __init__(self, message: str, status_code: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, status_code)
+        self.retry_after = retry_after
+
+
+ERRORS: dict[int, type[ServerError]] = {410: EnvGone, 502: EnvCrashed, 503: ServerFull, 504: EnvTimeout}
 
 
 class Client:
@@ -54,13 +52,10 @@ class Client:
     connections; new parameters are keyword-only. `timeout` (seconds) is sent to the server as
     X-Request-Timeout, per call or as the default given here."""
 
-    def __init__(self, remote_base: str, token: str | None = None, timeout: float | None = None) -> None:
+    def __init__(self, remote_base: str, timeout: float | None = None) -> None:
         self.remote_base = remote_base.rstrip("/")
         self.timeout = timeout
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self.session = httpx.Client(base_url=self.remote_base, headers=headers)
+        self.session = httpx.Client(base_url=self.remote_base, headers={"Content-Type": "application/json"})
 
     def _request(self, method: str, route: str, data: Any = None, timeout: float | None = None) -> Any:
         timeout = self.timeout if timeout is None else timeout
@@ -72,6 +67,9 @@ class Client:
                 message = resp.json()["message"]
             except (ValueError, KeyError, TypeError):
                 message = resp.text or resp.reason_phrase
+            if resp.status_code == 503:
+                retry = resp.headers.get("Retry-After")
+                raise ServerFull(message, 503, float(retry) if retry and retry.isdigit() else None)
             raise ERRORS.get(resp.status_code, ServerError)(message, resp.status_code)
         return resp.json() if resp.content else None
 
@@ -160,14 +158,22 @@ class RemoteEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, base_url: str, env_id: str, token: str | None = None, seed: int | None = None,
-                 timeout: float | None = None, **make_kwargs: Any) -> None:
-        self.client = Client(base_url, token=token, timeout=timeout)
-        self.instance_id = self.client.env_create(env_id, seed=seed, **make_kwargs)
-        self.action_space = build(self.client.env_action_space_info(self.instance_id))
-        self.observation_space = build(self.client.env_observation_space_info(self.instance_id))
-        self.render_mode = make_kwargs.get("render_mode")
+    def __init__(self, base_url: str, env_id: str, seed: int | None = None, timeout: float | None = None,
+                 **make_kwargs: Any) -> None:
+        self.client = Client(base_url, timeout=timeout)
+        try:
+            self.instance_id = self.client.env_create(env_id, seed=seed, **make_kwargs)
+        except BaseException:
+            self.client.close()
+            raise
         self._closed = False
+        try:
+            self.action_space = build(self.client.env_action_space_info(self.instance_id))
+            self.observation_space = build(self.client.env_observation_space_info(self.instance_id))
+        except BaseException:
+            self.close()  # the env exists on the server: it must not be left there
+            raise
+        self.render_mode = make_kwargs.get("render_mode")
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
@@ -193,13 +199,21 @@ class RemoteEnv(gym.Env):
 
 class RemoteVectorEnv(VectorEnv):
     """N remote envs stepped concurrently, one request per env in flight, autoreset in
-    Gymnasium's next-step mode."""
+    Gymnasium's next-step mode. If any of them cannot be created, those that were are closed."""
 
-    def __init__(self, base_url: str, env_id: str, num_envs: int, token: str | None = None,
-                 seed: int | None = None, **make_kwargs: Any) -> None:
+    def __init__(self, base_url: str, env_id: str, num_envs: int, seed: int | None = None,
+                 **make_kwargs: Any) -> None:
         self._pool = ThreadPoolExecutor(max_workers=num_envs, thread_name_prefix="remote-env")
-        make = lambda i: RemoteEnv(base_url, env_id, token, None if seed is None else seed + i, **make_kwargs)  # noqa: E731
-        self.envs = list(self._pool.map(make, range(num_envs)))
+        make = lambda i: RemoteEnv(base_url, env_id, None if seed is None else seed + i, **make_kwargs)  # noqa: E731
+        futures = [self._pool.submit(make, i) for i in range(num_envs)]
+        made = [f.result() for f in futures if f.exception() is None]
+        failed = next((f.exception() for f in futures if f.exception() is not None), None)
+        if failed is not None:
+            for env in made:
+                env.close()
+            self._pool.shutdown()
+            raise failed
+        self.envs = made
         self.num_envs = num_envs
         self.single_action_space = self.envs[0].action_space
         self.single_observation_space = self.envs[0].observation_space

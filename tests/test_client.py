@@ -4,6 +4,7 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -19,8 +20,9 @@ from api.client import (
     RemoteEnv,
     RemoteVectorEnv,
     ServerError,
+    ServerFull,
 )
-from tests.conftest import ROOT, Server, faulty
+from tests.conftest import ROOT, Server, faulty, start_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -149,3 +151,40 @@ def test_example_agent_runs_against_a_server(server: Server) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert [line.split(":")[0] for line in out.stdout.splitlines()] == ["episode 0", "episode 1", "episode 2"]
+
+
+def test_a_vector_env_that_cannot_make_all_its_envs_leaves_none_behind(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--max-envs", "3")
+    try:
+        with pytest.raises(ServerFull) as err:
+            RemoteVectorEnv(srv.url, "CartPole-v1", 5)
+        assert err.value.status_code == 503 and err.value.retry_after == 5
+        assert "limit of 3 envs" in err.value.message
+        listing = Client(srv.url)
+        try:
+            assert listing.env_list_all() == {}  # the three it made were closed
+        finally:
+            listing.close()
+    finally:
+        srv.stop()
+
+
+def test_the_client_extra_installs_the_client_and_nothing_of_the_server(server: Server, tmp_path: Path) -> None:
+    """What a training machine that only talks to a remote server runs: pip install '...[client]'."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = str(venv / "bin" / "python")
+    pip = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", f"{ROOT}[client]"],
+                         capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stderr
+    listed = subprocess.run([py, "-m", "pip", "list", "--format", "freeze"], capture_output=True, text=True,
+                            timeout=60).stdout.lower()
+    assert "httpx==" in listed and "gymnasium==" in listed
+    assert not {"litestar", "uvicorn", "psutil"} & {line.split("==")[0] for line in listed.splitlines()}
+    code = (f"from api.client import RemoteEnv\n"
+            f"env = RemoteEnv({server.url!r}, 'CartPole-v1', seed=1)\n"
+            "obs, _ = env.reset()\n"
+            "print(env.step(env.action_space.sample())[1])\n"
+            "env.close()\n")
+    out = subprocess.run([py, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "1.0", out.stderr
