@@ -92,9 +92,10 @@ TIMEOUT_HEADER = "X-Request-Timeout"
 
 
 def request_timeout(header: str | bytes | None, default: float, cap: float) -> float:
-    """The timeout one request runs under: the client's header if any, never above the cap."""
+    """The timeout one request runs under: the client's header, never above the cap, or else the
+    server's own default (the admin's choice, which the cap on clients does not cut)."""
     if header is None:
-        return min(default, cap)
+        return default
     try:
         value = float(header)
     except ValueError:

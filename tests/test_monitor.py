@@ -59,7 +59,7 @@ def test_symlink_out_of_the_data_dir_is_400(client: httpx.Client, server: Server
         os.symlink("/", link)
     iid = create(client, "CartPole-v1")
     r = client.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "escape/tmp"})
-    assert r.status_code == 400
+    assert r.status_code == 400 and "leaves the server's data directory" in r.json()["message"]
 
 
 def test_video_of_every_nth_episode_where_the_env_renders(client: httpx.Client, server: Server) -> None:

@@ -6,7 +6,7 @@ import pytest
 from api.client import RemoteEnv
 from tests.conftest import Server
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)
 
 
 def mean_return(model: object, env: RemoteEnv, episodes: int) -> float:
