@@ -1,8 +1,9 @@
 """scripts/bench: the server beside its floors, measured interleaved in rounds on one machine.
 
-Floors: env.step in-process; one pipe round trip to a child, awaited on the event loop; a bare
-Litestar route on uvicorn with the server's own settings (the HTTP floor). The client is raw
-HTTP/1.1 on keep-alive sockets; its own cost per request is measured and printed too.
+The server is started as users start it: `scripts/serve` (the installed `gym-supervisor`
+command). Floors: env.step in-process; one pipe round trip to a child, awaited on the event
+loop; a bare Litestar route on uvicorn with the server's own settings (the HTTP floor). The
+client is raw HTTP/1.1 on keep-alive sockets; its own cost per request is measured and printed too.
 """
 
 import argparse
@@ -228,7 +229,7 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def env_processes(server: subprocess.Popen) -> list[psutil.Process]:
-    """The env processes: the children of the server's forkserver (env processes share its cmdline)."""
+    """The env processes: the children of the server's env forkserver (they share its cmdline)."""
     out = []
     for p in psutil.Process(server.pid).children():
         try:
@@ -250,7 +251,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="gym-supervisor-bench-"))
     sport, fport = free_port(), free_port()
-    server = start([sys.executable, "-m", "api", "serve", "--port", str(sport), "--data-dir", str(tmp / "data"),
+    server = start([str(ROOT / "scripts" / "serve"), "--port", str(sport), "--data-dir", str(tmp / "data"),
                     "--allow-module", "tests.faulty_envs", "--log-level", "warning"], sport, tmp / "server.log")
     floor = start([sys.executable, "scripts/bench_floor.py", str(fport)], fport, tmp / "floor.log")
     try:
@@ -289,12 +290,21 @@ def main() -> None:
 
         for i in [*cart, image]:
             c.call(http("POST", f"/v1/envs/{i}/close/"))
-        creates = []
-        for _ in range(50):
-            t = time.perf_counter()
-            iid = c.json("POST", "/v1/envs/", {"env_id": "CartPole-v1"})["instance_id"]
-            creates.append(time.perf_counter() - t)
-            c.call(http("POST", f"/v1/envs/{iid}/close/"))
+
+        def creates_of(env_id: str, n: int = 50) -> list[float]:
+            out = []
+            for _ in range(n):
+                t = time.perf_counter()
+                iid = c.json("POST", "/v1/envs/", {"env_id": env_id})["instance_id"]
+                out.append(time.perf_counter() - t)
+                c.call(http("POST", f"/v1/envs/{iid}/close/"))
+            return out
+
+        creates = creates_of("CartPole-v1")
+        module_creates = creates_of("tests.faulty_envs:Slow-v0")  # its module imported at each create
+        probe = env("tests.faulty_envs:ReportsModules-v0")
+        held = c.json("POST", f"/v1/envs/{probe}/reset/")["info"]["server_modules"]
+        c.call(http("POST", f"/v1/envs/{probe}/close/"))
 
         idle = [env("CartPole-v1") for _ in range(args.envs)]
         trees = [[p, *p.children(recursive=True)] for p in env_processes(server)]  # env and its guardian
@@ -328,6 +338,9 @@ def main() -> None:
     rows += [
         ("create p50", f"{statistics.median(creates) * ms:.1f} ms", "", "", "<= 20 ms"),
         ("create p99", f"{pct(creates, 0.99) * ms:.1f} ms", "", "", ""),
+        ("create p50, `module:EnvId` (module imported per create)", f"{statistics.median(module_creates) * ms:.1f} ms",
+         "", "", ""),
+        ("server modules an env process holds", ", ".join(held) or "none", "", "", "none"),
         (f"idle CartPole env + guardian USS ({len(mem)} open)", f"{uss:.1f} MiB", "", "", "<= 6 MiB"),
         (f"idle CartPole env + guardian PSS ({len(mem)} open)", f"{pss:.1f} MiB", "", "", ""),
     ]
