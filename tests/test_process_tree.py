@@ -1,9 +1,11 @@
 """An env's helpers (subprocesses, multiprocessing children, forks) never outlive it."""
 
 import os
+import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.conftest import create, faulty, gone, start_server
@@ -69,3 +71,24 @@ def test_env_holds_no_descriptor_of_the_server_but_its_pipe(client: httpx.Client
     beyond_stdio = {fd: target for fd, target in fds.items() if int(fd) > 2}
     assert len(beyond_stdio) == 1 and next(iter(beyond_stdio.values())).startswith("socket:"), fds
     assert not set(beyond_stdio.values()) & {t for fd, t in others.items() if int(fd) > 2}  # nothing shared
+
+
+def test_a_killed_forkserver_takes_its_envs_and_a_new_one_starts(tmp_path: Path) -> None:
+    srv = start_server(tmp_path)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            iid = create(c, "CartPole-v1")
+            pid = c.get(f"/v1/envs/{iid}/").json()["pid"]
+            forkserver = next(p for p in psutil.Process(srv.proc.pid).children()
+                              if "envproc.forkserver" in " ".join(p.cmdline()))
+            forkserver.kill()  # as env code running as root, or an admin, could
+            assert gone(pid)  # its env went with it (parent-death signal)
+            deadline = time.monotonic() + 10
+            while (r := c.post(f"/v1/envs/{iid}/reset/")).status_code != 410:
+                assert r.status_code == 502 and time.monotonic() < deadline, r.text  # 502: raced the death
+            assert "was killed when the server's env forkserver ended" in r.json()["message"]
+            again = create(c, "CartPole-v1")  # a new forkserver
+            assert c.post(f"/v1/envs/{again}/reset/").status_code == 200
+            assert "forkserver_died" in srv.log.read_text() and "forkserver_restarted" in srv.log.read_text()
+    finally:
+        srv.stop()
