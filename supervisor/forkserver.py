@@ -112,6 +112,12 @@ class Forkserver:
     def _lost(self) -> None:
         """The forkserver ended; its env processes die with it (their parent-death signal)."""
         log.error("forkserver_died pid=%s envs=%d", self._proc.pid if self._proc else None, len(self._exits))
+        self._end()
+        if self._proc is not None:
+            self._proc.poll()  # reap it if it is gone; a new one starts at the next create
+
+    def _end(self) -> None:
+        """No more word from the forkserver: whoever waits for a fork or an exit is told now."""
         self._close_socket()
         while self._spawning:
             fut = self._spawning.popleft()
@@ -121,8 +127,6 @@ class Forkserver:
             if not fut.done():
                 fut.set_result(None)
         self._exits.clear()
-        if self._proc is not None:
-            self._proc.poll()  # reap it if it is gone; a new one starts at the next create
 
     def _close_socket(self) -> None:
         if self._sock is not None:
@@ -135,7 +139,7 @@ class Forkserver:
 
     async def close(self) -> None:
         """End the forkserver: it sees its socket close and exits (its env processes are gone by now)."""
-        self._close_socket()
+        self._end()
         proc, self._proc = self._proc, None
         if proc is None:
             return

@@ -115,6 +115,8 @@ class EnvHandle:
         self._exited = self._forkserver.exit_of(self.pid)
         self._exited.add_done_callback(self._on_exit)
         try:
+            if self.cause is not None:  # killed while it was being forked (the server stops)
+                raise self._gone()
             self.output = await _adopt(out_end, OutputTail)
             self._pipe = await _adopt(parent_end, lambda: ReplyPipe(self._on_mismatch, self._settled))
             await self.call(Make, timeout, env_id=self.env_id, kwargs=self.kwargs, seed=self.seed, limits=self.limits)
@@ -184,6 +186,8 @@ class EnvHandle:
         if fate is not None and self.cause is None:
             self._fate = fate
         self._set_cause(cause)
+        if self._exited is None:  # not forked yet: start() finds the cause and goes no further
+            return
         self._signal_group()
         await self._wait_exit()
 

@@ -314,8 +314,8 @@ class Registry:
                              return_exceptions=True)
         fate = (ShuttingDown, ShuttingDown().args[0])
         hurry = asyncio.ensure_future(self._hurry.wait())
-        for handle in list(self._starting):  # a create under way is not worth waiting for
-            asyncio.ensure_future(handle.kill("was stopped: the server is shutting down", fate))
+        # a create under way is not worth waiting for: its client is answered 503 now
+        starting = [handle.kill("was stopped: the server is shutting down", fate) for handle in self._starting]
 
         async def stop(iid: str, handle: EnvHandle) -> None:
             close = asyncio.ensure_future(
@@ -325,7 +325,7 @@ class Registry:
                 await handle.kill("was stopped: the server is shutting down", fate)
                 await close
 
-        await asyncio.gather(*(stop(i, h) for i, h in self._envs.items()), return_exceptions=True)
+        await asyncio.gather(*starting, *(stop(i, h) for i, h in self._envs.items()), return_exceptions=True)
         hurry.cancel()
         self._envs.clear()
         await self._cgroups.close()

@@ -25,20 +25,28 @@ def stop(srv: Server, how: str) -> None:
         srv.proc.send_signal(getattr(signal, how))
 
 
-def busy_step(srv: Server, iid: str, action: int, out: dict[str, object]) -> threading.Thread:
-    """A step in flight, in a thread; `out` gets its response, or the error that ended it."""
+def at_work(srv: Server, tmp: Path, env: str, **kwargs: object) -> tuple[threading.Thread, dict[str, object]]:
+    """An env of kind `env` at work on a step (60 s timeout), sent from a thread: the thread and a
+    dict that gets the step's response, or the error that ended it."""
+    fifo = tmp / f"working-{env}"
+    os.mkfifo(fifo)
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        iid = create(c, faulty(env), kwargs={"signal_path": str(fifo), **kwargs})
+        c.post(f"/v1/envs/{iid}/reset/")
+    out: dict[str, object] = {}
 
     def run() -> None:
         try:
             with httpx.Client(base_url=srv.url, timeout=60) as c:
-                out["response"] = c.post(f"/v1/envs/{iid}/step/", json={"action": action},
+                out["response"] = c.post(f"/v1/envs/{iid}/step/", json={"action": 0},
                                          headers={"X-Request-Timeout": "60"})
         except httpx.TransportError as exc:  # a closed connection is an answer too
             out["error"] = exc
 
     t = threading.Thread(target=run)
     t.start()
-    return t
+    fifo.read_text()  # the env is at work on the step now
+    return t, out
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "shutdown"])
@@ -46,16 +54,10 @@ def busy_step(srv: Server, iid: str, action: int, out: dict[str, object]) -> thr
 def test_stop_with_a_request_in_flight_takes_the_grace_and_no_more(tmp_path: Path, how: str, env: str,
                                                                     kwargs: dict) -> None:
     srv = start_server(tmp_path, "--shutdown-grace", str(GRACE))
-    fifo = tmp_path / "working"
-    os.mkfifo(fifo)
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as c:
-            iid = create(c, faulty(env), kwargs={"signal_path": str(fifo), **kwargs})
-            create(c, "CartPole-v1")  # an idle env beside it
-            c.post(f"/v1/envs/{iid}/reset/")
-        out: dict[str, object] = {}
-        t = busy_step(srv, iid, 0, out)
-        fifo.read_text()  # the env is at work on the step now
+            create(c, "CartPole-v1")  # an idle env beside the busy one
+        t, out = at_work(srv, tmp_path, env, **kwargs)
         pids = srv.descendants()
         start = time.monotonic()
         stop(srv, how)
@@ -63,10 +65,9 @@ def test_stop_with_a_request_in_flight_takes_the_grace_and_no_more(tmp_path: Pat
         took = time.monotonic() - start
         assert took < GRACE + 2, f"stopped after {took:.1f} s"
         t.join(10)
-        if "response" in out:
-            r = out["response"]
-            assert isinstance(r, httpx.Response)
-            assert r.status_code == 503 and r.json() == SHUTTING_DOWN, r.text
+        r = out.get("response")  # its connection stayed open: it is answered
+        assert isinstance(r, httpx.Response), out
+        assert r.status_code == 503 and r.json() == SHUTTING_DOWN, r.text
         assert all(gone(p) for p in pids), [p for p in pids if not gone(p, 0)]  # the idle env's too
     finally:
         srv.stop()
@@ -74,15 +75,8 @@ def test_stop_with_a_request_in_flight_takes_the_grace_and_no_more(tmp_path: Pat
 
 def test_requests_that_end_within_the_grace_are_answered_and_new_ones_refused(tmp_path: Path) -> None:
     srv = start_server(tmp_path, "--shutdown-grace", "20")
-    fifo = tmp_path / "working"
-    os.mkfifo(fifo)
     try:
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
-            iid = create(c, faulty("Slow"), kwargs={"signal_path": str(fifo), "seconds": 2})
-            c.post(f"/v1/envs/{iid}/reset/")
-        out: dict[str, object] = {}
-        t = busy_step(srv, iid, 0, out)  # 2 s of work
-        fifo.read_text()
+        t, out = at_work(srv, tmp_path, "Slow", seconds=2)
         srv.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 5
         while True:  # the listening socket closes at once: a new client is refused (or cut off, if it
@@ -101,15 +95,8 @@ def test_requests_that_end_within_the_grace_are_answered_and_new_ones_refused(tm
 
 def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
     srv = start_server(tmp_path, "--shutdown-grace", "60")
-    fifo = tmp_path / "working"
-    os.mkfifo(fifo)
     try:
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
-            iid = create(c, faulty("IgnoresTerm"), kwargs={"signal_path": str(fifo)})
-            c.post(f"/v1/envs/{iid}/reset/")
-        out: dict[str, object] = {}
-        t = busy_step(srv, iid, 0, out)
-        fifo.read_text()
+        t, _ = at_work(srv, tmp_path, "IgnoresTerm")
         pids = srv.descendants()
         srv.proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + 10
@@ -148,9 +135,8 @@ def test_a_server_stopped_while_an_env_starts_leaves_nothing(tmp_path: Path) -> 
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(GRACE + 10) == 0
         t.join(10)
-        if "response" in out:
-            r = out["response"]
-            assert isinstance(r, httpx.Response) and r.status_code == 503 and r.json() == SHUTTING_DOWN, r.text
+        r = out.get("response")
+        assert isinstance(r, httpx.Response) and r.status_code == 503 and r.json() == SHUTTING_DOWN, out
         assert all(gone(p) for p in pids)
     finally:
         srv.stop()
