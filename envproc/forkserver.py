@@ -1,9 +1,9 @@
 """The env forkserver: imports Gymnasium and the preloaded env modules once, then forks one env
 process per request of the server and tells the server how each one ended.
 
-The server starts it as `python -m envproc.forkserver CONFIG FD`, whatever way the server itself
-was started, so an env process holds only the env side: never the server's main module, nor
-Litestar (multiprocessing's own forkserver imports the parent's main script in every child).
+The server starts it itself, whatever way the server was started, so an env process holds only
+the env side: never the server's main module, nor Litestar (multiprocessing's own forkserver
+imports the parent's main script in every child).
 """
 
 import importlib
@@ -24,12 +24,13 @@ from envproc.protocol import (
     Ready,
     Spawn,
     Spawned,
+    SpawnFailed,
     decode_control,
     encode,
 )
 
 # Every env process starts with these loaded, so creating one costs a fork, not an import.
-BASE_PRELOAD = ("gymnasium.envs.classic_control", "gymnasium.envs.toy_text")
+BASE_PRELOAD = ("envproc.worker", "gymnasium.envs.classic_control", "gymnasium.envs.toy_text")
 MAX_MESSAGE = 1 << 16
 
 
@@ -84,11 +85,30 @@ def _fork_env(fds: list[int], keep_out: list[int]) -> int:
         worker.main(Connection(fds[0]), Connection(fds[1]))
         code = 0
     except SystemExit as exc:  # env code may call sys.exit(n): n is its exit code, as in any program
-        code = exc.code if isinstance(exc.code, int) else 1
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
         traceback.print_exc()
     finally:
         os._exit(code)
+
+
+def _answer(data: bytes, fds: list[int], flags: int, keep_out: list[int]) -> Spawned | SpawnFailed:
+    """Fork for one Spawn message, or say why not; the message's descriptors are ours to close."""
+    try:
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != 2:
+            return SpawnFailed("the forkserver got a malformed request")
+        try:
+            if not isinstance(decode_control(data), Spawn):
+                return SpawnFailed("the forkserver got a request it does not know")
+        except msgspec.DecodeError:
+            return SpawnFailed("the forkserver got a malformed request")
+        try:
+            return Spawned(_fork_env(fds, keep_out))
+        except OSError as exc:  # no pid or memory left: this create fails, the others live on
+            return SpawnFailed(f"fork failed: {exc.strerror or exc}")
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def serve(sock: socket.socket) -> None:
@@ -100,44 +120,35 @@ def serve(sock: socket.socket) -> None:
     with selectors.DefaultSelector() as selector:
         selector.register(sock, selectors.EVENT_READ)
         selector.register(wake_r, selectors.EVENT_READ)
+        keep_out = [sock.fileno(), wake_r, wake_w, selector.fileno()]
         while True:
             for key, _ in selector.select():
                 if key.fileobj == wake_r:
                     _drain(wake_r)
                     _reap(sock)
                     continue
-                data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 2)
-                if not data:
+                data, fds, flags, _ = socket.recv_fds(sock, MAX_MESSAGE, 2)
+                if not data and not fds:
                     return
-                assert isinstance(decode_control(data), Spawn) and len(fds) == 2
-                try:
-                    pid = _fork_env(fds, [sock.fileno(), wake_r, wake_w])
-                finally:
-                    for fd in fds:
-                        os.close(fd)
-                sock.send(encode(Spawned(pid)))
+                sock.send(encode(_answer(data, fds, flags, keep_out)))
 
 
 def main() -> None:
     config = msgspec.json.decode(sys.argv[1], type=ForkserverConfig)
+    guardian.die_with_parent()  # even stopped, we must not outlive the server
+    if config.parent and os.getppid() != config.parent:
+        return  # it ended before prctl took effect
     sock = socket.socket(fileno=int(sys.argv[2]))
-    # The env path says where env modules are found, the working directory among them; drop
-    # what `-m` put first, so that an env path without it leaves it out.
-    if sys.path and sys.path[0] == os.getcwd():
-        del sys.path[0]
-    sys.path[:0] = config.env_path
     sys.argv = sys.argv[:1]
+    failed = preload(BASE_PRELOAD)  # before the env path: nothing there may stand in for these
     from envproc import worker
 
     worker.ENV_PATH = config.env_path
-    failed = preload((*BASE_PRELOAD, *config.preload))
+    sys.path[:0] = config.env_path
+    failed |= preload(config.preload)
     sock.send(encode(Ready(failed)))
     if not failed:
         try:
             serve(sock)
-        except BrokenPipeError:
+        except (BrokenPipeError, ConnectionResetError):
             pass  # the server is gone
-
-
-if __name__ == "__main__":
-    main()

@@ -6,10 +6,12 @@ import os
 import signal
 
 PR_SET_PDEATHSIG = 1
+# Loaded once, at import: a forked child must not dlopen (another thread may have held its lock).
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _prctl_pdeathsig(sig: int) -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+    _libc.prctl(PR_SET_PDEATHSIG, sig)
 
 
 def die_with_parent() -> None:

@@ -102,10 +102,11 @@ AnyReply = Done | Raised
 
 
 class ForkserverConfig(msgspec.Struct, frozen=True):
-    """What the forkserver starts with: its one command-line argument, as JSON."""
+    """What the forkserver starts with: its first command-line argument, as JSON."""
 
     env_path: tuple[str, ...]  # directories put first on sys.path: where env modules are found
     preload: tuple[str, ...]  # modules imported once, before any env process is forked
+    parent: int = 0  # the server's pid: the forkserver ends with it
 
 
 class Control(msgspec.Struct, frozen=True, tag_field="op", tag=str.lower):
@@ -126,6 +127,12 @@ class Spawned(Control):
     pid: int
 
 
+class SpawnFailed(Control):
+    """The fork failed (no pids or memory left): the create fails, the forkserver serves on."""
+
+    reason: str
+
+
 class Exited(Control):
     """An env process ended: its exit code, or -N if signal N ended it (multiprocessing's way)."""
 
@@ -133,7 +140,7 @@ class Exited(Control):
     code: int
 
 
-AnyControl = Ready | Spawn | Spawned | Exited
+AnyControl = Ready | Spawn | Spawned | SpawnFailed | Exited
 
 encode = msgspec.msgpack.Encoder().encode
 decode_request = msgspec.msgpack.Decoder(AnyRequest).decode

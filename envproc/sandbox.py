@@ -8,12 +8,12 @@ import struct
 
 CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+_libc = ctypes.CDLL(None, use_errno=True)  # at import: no dlopen in a forked child
 
 
 def unshare_network() -> None:
     """Enter a new network namespace: only a loopback device, which we bring up."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(CLONE_NEWNET) != 0:
+    if _libc.unshare(CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

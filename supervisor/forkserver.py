@@ -8,15 +8,19 @@ import socket
 import subprocess
 import sys
 from collections import deque
+from pathlib import Path
+from typing import TypeAlias
 
 import msgspec
 
+import envproc
 from envproc.protocol import (
     Exited,
     ForkserverConfig,
     Ready,
     Spawn,
     Spawned,
+    SpawnFailed,
     decode_control,
     encode,
 )
@@ -26,6 +30,11 @@ log = logging.getLogger("gym_supervisor.env")
 
 START_TIMEOUT = 120.0  # seconds for the forkserver to import Gymnasium and the preloaded modules
 MAX_MESSAGE = 1 << 16
+# -P: no working directory on sys.path while the forkserver imports its own code and Gymnasium
+# (it may run as root; the working directory may be writable by others); the env path comes later.
+BOOT = "import sys; sys.path.insert(0, {root!r}); from envproc.forkserver import main; main()"
+
+Exit: TypeAlias = "asyncio.Future[int | None]"  # an env process's exit code, when it ends
 
 
 class Forkserver:
@@ -33,64 +42,114 @@ class Forkserver:
     that gives the process's exit code (None if the forkserver ended first, taking it along)."""
 
     def __init__(self, env_path: tuple[str, ...], preload: tuple[str, ...]) -> None:
-        self.config = ForkserverConfig(env_path, preload)
+        self.config = ForkserverConfig(env_path, preload, os.getpid())
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
-        self._spawning: deque[asyncio.Future[int]] = deque()
+        self._spawning: deque[asyncio.Future[tuple[int, Exit]]] = deque()
         self._exits: dict[int, asyncio.Future[int | None]] = {}
+        self._restarting: asyncio.Lock | None = None
+        self._closed = False
 
     def start(self) -> None:
-        """Start the forkserver and wait until it has imported everything (blocking: at start)."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with theirs:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "envproc.forkserver", msgspec.json.encode(self.config).decode(),
-                 str(theirs.fileno())],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                start_new_session=True,  # a Ctrl-C in the server's terminal is the server's to handle
-            )
-        ours.settimeout(START_TIMEOUT)
+        """Start the forkserver and wait until it has imported everything (blocking: at start,
+        from the main thread, which its parent-death signal watches)."""
+        sock = self._launch()
+        sock.settimeout(START_TIMEOUT)
         try:
-            ready = decode_control(ours.recv(MAX_MESSAGE) or encode(Ready({"": "it exited at start"})))
-        except (TimeoutError, msgspec.DecodeError) as exc:
-            ready = Ready({"": f"it did not start: {exc}"})
-        assert isinstance(ready, Ready)
-        if ready.failed:
-            ours.close()
-            self._proc.kill()
-            self._proc.wait()
-            searched = ", ".join(self.config.env_path)
-            why = "; ".join(f"--preload {name}: {error}" if name else error for name, error in ready.failed.items())
-            raise ConfigError(f"the env forkserver could not import what it needs: {why} "
-                              f"(searched the env path {searched} and the installed packages)")
-        ours.setblocking(False)
-        self._sock = ours
+            data = sock.recv(MAX_MESSAGE)
+        except TimeoutError:
+            data = b""
+        self._ready(sock, data)
 
     def adopt(self) -> None:
         """Read the control socket on the running event loop."""
         assert self._sock is not None
-        asyncio.get_running_loop().add_reader(self._sock, self._on_readable)
+        self._restarting = asyncio.Lock()
+        asyncio.get_running_loop().add_reader(self._sock, self._on_readable, self._sock)
 
-    async def spawn(self, pipe_end: socket.socket, output_end: socket.socket) -> int:
-        """Fork an env process that talks on `pipe_end` and writes to `output_end`; its pid."""
-        if self._sock is None:  # it ended (env code as root may kill it): start a new one
-            await asyncio.get_running_loop().run_in_executor(None, self.start)
+    async def spawn(self, pipe_end: socket.socket, output_end: socket.socket, timeout: float) -> tuple[int, Exit]:
+        """Fork an env process that talks on `pipe_end` and writes to `output_end`: its pid and
+        the future of its exit code."""
+        if self._closed:
+            raise ServerBusy("the server is shutting down and starts no new env")
+        if self._sock is None:  # it ended (env code running as root may kill it): start a new one
+            await asyncio.wait_for(self._restart(), timeout)
+        assert self._sock is not None
+        try:
+            socket.send_fds(self._sock, [encode(Spawn())], [pipe_end.fileno(), output_end.fileno()])
+        except BlockingIOError:
+            raise ServerBusy("the env forkserver is not keeping up with creates; retry") from None
+        except OSError:
+            self._lost()
+            raise ServerBusy("the env forkserver ended while starting this env; retry") from None
+        fut: asyncio.Future[tuple[int, Exit]] = asyncio.get_running_loop().create_future()
+        self._spawning.append(fut)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:  # its late answer finds the future done and is dropped
+            raise ServerBusy(f"the env forkserver did not fork within {timeout:g} s; retry") from None
+
+    def _launch(self) -> socket.socket:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        root = str(Path(envproc.__file__).resolve().parent.parent)
+        with theirs:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-P", "-c", BOOT.format(root=root), msgspec.json.encode(self.config).decode(),
+                 str(theirs.fileno())],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C in the server's terminal is the server's to handle
+            )
+        return ours
+
+    def _ready(self, sock: socket.socket, data: bytes) -> None:
+        """Take the forkserver's first word: ready, or why not (ConfigError: nothing is left)."""
+        try:
+            ready = decode_control(data) if data else Ready({"": "it exited or was silent at start"})
+        except msgspec.DecodeError as exc:
+            ready = Ready({"": f"it said something else at start: {exc}"})
+        if not isinstance(ready, Ready) or ready.failed:
+            sock.close()
+            assert self._proc is not None
+            self._proc.kill()
+            self._proc.wait()
+            failed = ready.failed if isinstance(ready, Ready) else {"": "it said something else at start"}
+            searched = ", ".join(self.config.env_path)
+            why = "; ".join(f"--preload {name}: {error}" if name else error for name, error in failed.items())
+            raise ConfigError(f"the env forkserver could not import what it needs: {why} "
+                              f"(searched the env path {searched} and the installed packages)")
+        sock.setblocking(False)
+        self._sock = sock
+
+    async def _restart(self) -> None:
+        """One new forkserver for all the creates that find the old one gone; launched from the
+        event loop's thread, the main one, which its parent-death signal watches."""
+        assert self._restarting is not None
+        async with self._restarting:
+            if self._sock is not None or self._closed:
+                return
+            sock = self._launch()
+            sock.setblocking(False)
+            loop = asyncio.get_running_loop()
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(sock, MAX_MESSAGE), START_TIMEOUT)
+            except TimeoutError:
+                data = b""
+            except BaseException:
+                sock.close()
+                raise
+            try:
+                self._ready(sock, data)
+            except ConfigError as exc:  # what imported at start no longer does (a module changed)
+                raise ServerBusy(f"restarting the env forkserver failed: {exc}") from None
             self.adopt()
             log.warning("forkserver_restarted pid=%s", self._proc.pid if self._proc else None)
-        assert self._sock is not None
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._spawning.append(fut)
-        socket.send_fds(self._sock, [encode(Spawn())], [pipe_end.fileno(), output_end.fileno()])
-        return await fut
 
-    def exit_of(self, pid: int) -> "asyncio.Future[int | None]":
-        return self._exits[pid]
-
-    def _on_readable(self) -> None:
-        assert self._sock is not None
+    def _on_readable(self, sock: socket.socket) -> None:
+        if sock is not self._sock:  # a socket of an earlier forkserver, closed since
+            return
         while True:
             try:
-                data = self._sock.recv(MAX_MESSAGE)
+                data = sock.recv(MAX_MESSAGE)
             except BlockingIOError:
                 return
             except OSError:
@@ -100,10 +159,14 @@ class Forkserver:
                 return
             match decode_control(data):
                 case Spawned(pid=pid):
-                    self._exits[pid] = asyncio.get_running_loop().create_future()
+                    exited = self._exits[pid] = asyncio.get_running_loop().create_future()
                     fut = self._spawning.popleft()
                     if not fut.done():
-                        fut.set_result(pid)
+                        fut.set_result((pid, exited))
+                case SpawnFailed(reason=reason):
+                    fut = self._spawning.popleft()
+                    if not fut.done():
+                        fut.set_exception(ServerBusy(f"the env forkserver could not start this env ({reason}); retry"))
                 case Exited(pid=pid, code=code):
                     done = self._exits.pop(pid, None)
                     if done is not None and not done.done():
@@ -118,7 +181,13 @@ class Forkserver:
 
     def _end(self) -> None:
         """No more word from the forkserver: whoever waits for a fork or an exit is told now."""
-        self._close_socket()
+        if self._sock is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(self._sock)
+            except RuntimeError:
+                pass  # no loop: never adopted
+            self._sock.close()
+            self._sock = None
         while self._spawning:
             fut = self._spawning.popleft()
             if not fut.done():
@@ -128,23 +197,17 @@ class Forkserver:
                 fut.set_result(None)
         self._exits.clear()
 
-    def _close_socket(self) -> None:
-        if self._sock is not None:
-            try:
-                asyncio.get_running_loop().remove_reader(self._sock)
-            except RuntimeError:
-                pass  # no loop: never adopted
-            self._sock.close()
-            self._sock = None
-
     async def close(self) -> None:
-        """End the forkserver: it sees its socket close and exits (its env processes are gone by now)."""
+        """End the forkserver for good: it sees its socket close and exits (its env processes
+        are gone by now)."""
+        self._closed = True
         self._end()
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().run_in_executor(None, proc.wait, 5)
+            await loop.run_in_executor(None, proc.wait, 5)
         except subprocess.TimeoutExpired:
-            os.kill(proc.pid, 9)
-            await asyncio.get_running_loop().run_in_executor(None, proc.wait)
+            proc.kill()
+            await loop.run_in_executor(None, proc.wait)

@@ -93,6 +93,7 @@ class EnvHandle:
         # Held from a request's send until its reply (or the env's end), whoever waits for it:
         # the env works on one request at a time and is never sent the next one before.
         self._turn = asyncio.Lock()
+        self.waiting = 0  # requests waiting for the turn
         self._pipe: ReplyPipe | None = None
         self._exited: asyncio.Future[int | None] | None = None
         self.output: OutputTail | None = None
@@ -100,11 +101,14 @@ class EnvHandle:
     # --- the interface ---
 
     async def start(self, timeout: float) -> None:
-        """Start the process and build the env; on any failure nothing is left running."""
+        """Start the process and build the env within `timeout`; on any failure nothing is left
+        running and no descriptor is left open."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         parent_end, child_end = socket.socketpair()
         out_end, out_child = socket.socketpair()
         try:
-            self.pid = await self._forkserver.spawn(child_end, out_child)
+            self.pid, self._exited = await self._forkserver.spawn(child_end, out_child, timeout)
         except BaseException:
             parent_end.close()
             out_end.close()
@@ -112,15 +116,18 @@ class EnvHandle:
         finally:
             child_end.close()  # ours only: the child's death must read as EOF here
             out_child.close()
-        self._exited = self._forkserver.exit_of(self.pid)
         self._exited.add_done_callback(self._on_exit)
         try:
             if self.cause is not None:  # killed while it was being forked (the server stops)
                 raise self._gone()
             self.output = await _adopt(out_end, OutputTail)
             self._pipe = await _adopt(parent_end, lambda: ReplyPipe(self._on_mismatch, self._settled))
-            await self.call(Make, timeout, env_id=self.env_id, kwargs=self.kwargs, seed=self.seed, limits=self.limits)
+            await self.call(Make, timeout, deadline=deadline, env_id=self.env_id, kwargs=self.kwargs,
+                            seed=self.seed, limits=self.limits)
         except BaseException as exc:
+            for end, adopted in ((out_end, self.output), (parent_end, self._pipe)):
+                if adopted is None:  # an adopted one is its transport's to close (in _release)
+                    end.close()
             self._closing = True  # not an env's death: a create that failed, told to its client
             await self.kill("failed to start")
             self._release()
@@ -129,27 +136,32 @@ class EnvHandle:
         self._made = True
         log.info("env_created instance=%s env_id=%s pid=%s", self.instance_id, self.env_id, self.pid)
 
-    async def call(self, kind: type[Request], timeout: float, **fields: Any) -> bytes:
+    async def call(self, kind: type[Request], timeout: float, *, deadline: float | None = None,
+                   **fields: Any) -> bytes:
         """Send one request when the env has answered every earlier one, and return its reply's
-        body; env failures come back as errors. The timeout counts from now, waiting included:
-        one that runs out while the request waits its turn leaves the env alone (504, not run);
-        one that runs out while the env works on it kills the env (504, then 410)."""
+        body; env failures come back as errors. The timeout counts from now (or ends at the
+        loop time `deadline`, if given), waiting included: one that runs out while the request
+        waits its turn leaves the env alone (504, not run); one that runs out while the env
+        works on it kills the env (504, then 410)."""
         if self.cause is not None:
             raise self._gone()
         assert self._pipe is not None
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        if deadline is None:
+            deadline = loop.time() + timeout
         sent = False
         try:
             async with asyncio.timeout_at(deadline):
-                await self._turn.acquire()
-                if self.cause is not None:  # it died while this request waited
-                    self._settled()
-                    raise self._gone()
-                self._seq += 1
-                fut = self._pipe.send(self._seq, encode(kind(self._seq, **fields)))
-                sent = True
-                reply = await fut
+                self.waiting += 1
+                try:
+                    await self._turn.acquire()
+                finally:
+                    self.waiting -= 1
+                if self.cause is None and not self._pipe.lost:
+                    self._seq += 1
+                    fut = self._pipe.send(self._seq, encode(kind(self._seq, **fields)))
+                    sent = True
+                    reply = await fut
         except TimeoutError:
             if not sent:
                 raise EnvBusy(
@@ -168,6 +180,11 @@ class EnvHandle:
             if sent:  # nobody waits for the reply now, but the env still gets no longer than asked
                 loop.call_at(deadline, self._expire, self._seq, timeout)
             raise
+        if not sent:  # it died while this request waited its turn
+            self._settled()
+            if self.cause is None:  # its pipe closed; its exit is on the way
+                await self._wait_exit()
+            raise self._gone()
         self.last_active = time.time()
         if self.past_lifetime(self.last_active) and not self._turn.locked():
             self.end(f"was closed at the end of its lifetime of {self.lifetime:g} s")  # this reply still goes out
@@ -242,6 +259,7 @@ class EnvHandle:
             "last_active": self.last_active,
             "steps": self.steps,
             "episodes": self.episodes,
+            "waiting": self.waiting,
             "cpu_seconds": cpu,
             "rss_bytes": rss,
             "restarts": self.restarts,

@@ -7,6 +7,7 @@ import pwd
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ log = logging.getLogger("gym_supervisor.env")
 CLOSE_TIMEOUT = 5.0
 REMEMBERED = 10_000  # closed and forgotten ids whose fate an unknown-id error still tells
 RETRY_AFTER = 5  # seconds a client is told to wait when the server is full
+# The watcher's blocking reads get a thread of their own: clients polling env info, which use
+# the shared pool, cannot delay a memory round.
+_watch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-watch")
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -175,27 +179,38 @@ class Registry:
         self._cgroups.release(handle.limits.cgroup)
 
     async def restart(self, instance_id: str, timeout: float) -> dict[str, Any]:
-        """Kill the instance's process, whatever its state, and start a fresh one under its id."""
+        """Kill the instance's process, whatever its state, and start a fresh one under its id.
+        Requests waiting their turn on the old process go to the new one."""
+        if self._closing:
+            raise ShuttingDown()
         await self._settle(instance_id, timeout)
         old = self.get(instance_id)
         report = {"pid": old.pid, "state": old.state.value, "cause": old.cause}
+        task = asyncio.create_task(self._restart_by_hand(old, timeout), name=f"restart-{instance_id}")
+        self._restarting[instance_id] = task
+        task.add_done_callback(lambda _: self._restarting.pop(instance_id, None))
+        new = await asyncio.shield(task)
+        return {"instance_id": instance_id, "old": report, "new": {"pid": new.pid}}
+
+    async def _restart_by_hand(self, old: EnvHandle, timeout: float) -> EnvHandle:
+        iid = old.instance_id
         fate = (
             EnvCrashed,
-            f"env {instance_id} ({old.env_id}) was restarted by a restart request while this request ran; "
+            f"env {iid} ({old.env_id}) was restarted by a restart request while this request ran; "
             "reset it before its next step",
         )
         await self._dispose(old, force=True, fate=fate)
         try:
-            new = await self._launch(instance_id, old.env_id, old.kwargs, old.seed, timeout, old.restarts + 1, _asked(old))
+            new = await self._launch(iid, old.env_id, old.kwargs, old.seed, timeout, old.restarts + 1, _asked(old))
         except BaseException as exc:
             old.amend_cause(f"was restarted, but the new process failed: {exc}")
             raise
-        if self._envs.get(instance_id) is not old:  # closed while it restarted
+        if self._envs.get(iid) is not old:  # closed while it restarted
             await self._dispose(new)
-            raise UnknownInstance(instance_id, self._fates.get(instance_id))
-        self._envs[instance_id] = new
-        log.info("env_restarted instance=%s env_id=%s old_pid=%s pid=%s", instance_id, new.env_id, old.pid, new.pid)
-        return {"instance_id": instance_id, "old": report, "new": {"pid": new.pid}}
+            raise UnknownInstance(iid, self._fates.get(iid))
+        self._envs[iid] = new
+        log.info("env_restarted instance=%s env_id=%s old_pid=%s pid=%s", iid, new.env_id, old.pid, new.pid)
+        return new
 
     def _on_death(self, handle: EnvHandle) -> bool:
         """An env died on its own: restart it if its policy says so (True if it will try)."""
@@ -266,7 +281,7 @@ class Registry:
                 await self._settle(instance_id, deadline - loop.time())
                 handle = self.get(instance_id)
             try:
-                return await handle.call(kind, max(deadline - loop.time(), 0.001), **fields)
+                return await handle.call(kind, timeout, deadline=deadline, **fields)
             except EnvGone:
                 if self._closing:
                     raise ShuttingDown() from None
@@ -325,12 +340,14 @@ class Registry:
                 await handle.kill("was stopped: the server is shutting down", fate)
                 await close
 
-        await asyncio.gather(*starting, *(stop(i, h) for i, h in self._envs.items()), return_exceptions=True)
-        hurry.cancel()
-        self._envs.clear()
-        await self._cgroups.close()
-        await self._forkserver.close()
-        self._closed.set()
+        try:
+            await asyncio.gather(*starting, *(stop(i, h) for i, h in self._envs.items()), return_exceptions=True)
+            hurry.cancel()
+            self._envs.clear()
+            await self._cgroups.close()
+            await self._forkserver.close()
+        finally:
+            self._closed.set()  # a second caller must not wait for ever on a first that failed
 
     def hurry(self) -> None:
         """End the shutdown's grace now (a second SIGINT or SIGTERM)."""
@@ -349,7 +366,7 @@ class Registry:
 
     async def _watch_round(self) -> None:
         await self._stop_memory_hogs()
-        await asyncio.get_running_loop().run_in_executor(None, self._cgroups.sweep)
+        await asyncio.get_running_loop().run_in_executor(_watch_thread, self._cgroups.sweep)
         now = time.time()
         for h in list(self._envs.values()):
             if h.cause is None and h.state is State.READY:
@@ -369,7 +386,7 @@ class Registry:
         live = [h for h in self._envs.values() if h.cause is None and h.pid is not None and h.limits.memory_mb]
         if not live:
             return
-        usage = await asyncio.get_running_loop().run_in_executor(None, lambda: [tree_pss(h.pid) for h in live])
+        usage = await asyncio.get_running_loop().run_in_executor(_watch_thread, lambda: [tree_pss(h.pid) for h in live])
         over = [
             (h, rss) for h, rss in zip(live, usage, strict=True) if rss is not None and rss > h.limits.memory_mb * 2**20
         ]

@@ -169,6 +169,7 @@ def test_a_vector_env_that_cannot_make_all_its_envs_leaves_none_behind(tmp_path:
         srv.stop()
 
 
+@pytest.mark.timeout(900)  # a venv and pip: minutes where packages must be fetched
 def test_the_client_extra_installs_the_client_and_nothing_of_the_server(server: Server, tmp_path: Path) -> None:
     """What a training machine that only talks to a remote server runs: pip install '...[client]'."""
     venv = tmp_path / "venv"

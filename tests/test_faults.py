@@ -112,7 +112,7 @@ def test_module_not_allowed_is_400_and_not_imported(client: httpx.Client, server
     r = client.post("/v1/envs/", json={"env_id": "mylab.private:Anything-v0"})
     assert r.status_code == 400 and "--allow-module mylab.private" in r.json()["message"]
     # refused in the server, before any env process (the only place env modules are imported) began
-    assert server.descendants() <= kids and "mylab.private" not in server.log.read_text()
+    assert server.descendants() <= kids
 
 
 def test_hung_env_blocks_no_other_env(client: httpx.Client, tmp_path: Path) -> None:

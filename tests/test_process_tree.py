@@ -2,6 +2,7 @@
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -87,8 +88,46 @@ def test_a_killed_forkserver_takes_its_envs_and_a_new_one_starts(tmp_path: Path)
             while (r := c.post(f"/v1/envs/{iid}/reset/")).status_code != 410:
                 assert r.status_code == 502 and time.monotonic() < deadline, r.text  # 502: raced the death
             assert "was killed when the server's env forkserver ended" in r.json()["message"]
-            again = create(c, "CartPole-v1")  # a new forkserver
-            assert c.post(f"/v1/envs/{again}/reset/").status_code == 200
+            with ThreadPoolExecutor(6) as pool:  # creates that all find it gone start one new one
+                created = list(pool.map(lambda _: httpx.post(f"{srv.url}/v1/envs/", json={"env_id": "CartPole-v1"},
+                                                             timeout=60), range(6)))
+            assert [r.status_code for r in created] == [200] * 6, [r.text for r in created]
+            for r in created:
+                assert c.post(f"/v1/envs/{r.json()['instance_id']}/reset/").status_code == 200
+            forkservers = [p for p in psutil.Process(srv.proc.pid).children()
+                           if "envproc.forkserver" in " ".join(p.cmdline())]
+            assert len(forkservers) == 1
             assert "forkserver_died" in srv.log.read_text() and "forkserver_restarted" in srv.log.read_text()
     finally:
+        srv.stop()
+
+
+@needs_cgroups
+def test_a_fork_that_fails_fails_its_create_only(tmp_path: Path) -> None:
+    """When the machine's pids run out, the forkserver's fork fails: that create is a 503, and
+    the forkserver and every env already running go on."""
+    from supervisor.cgroups import _pids_root
+
+    srv = start_server(tmp_path)
+    cap = Path(str(_pids_root())) / f"test-forkserver-{os.getpid()}"
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            running = create(c, "CartPole-v1")
+            forkserver = next(p for p in psutil.Process(srv.proc.pid).children()
+                              if "envproc.forkserver" in " ".join(p.cmdline()))
+            cap.mkdir()
+            (cap / "pids.max").write_text("1")  # the forkserver alone: no fork succeeds in here
+            (cap / "cgroup.procs").write_text(str(forkserver.pid))
+            r = c.post("/v1/envs/", json={"env_id": "CartPole-v1"})
+            assert r.status_code == 503 and "fork failed" in r.json()["message"], r.text
+            (cap / "pids.max").write_text("max")
+            assert c.post(f"/v1/envs/{running}/reset/").status_code == 200  # its envs live on
+            again = create(c, "CartPole-v1")  # and so does the forkserver
+            assert c.post(f"/v1/envs/{again}/reset/").status_code == 200
+            assert forkserver.is_running()
+    finally:
+        if cap.exists():
+            for pid in (cap / "cgroup.procs").read_text().split():  # back where it was, so the cap can go
+                (cap.parent / "cgroup.procs").write_text(pid)
+            cap.rmdir()
         srv.stop()

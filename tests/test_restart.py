@@ -1,6 +1,10 @@
 """Restarts: by hand, automatic after a crash or timeout, and a crash loop that stays dead."""
 
+import os
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -96,3 +100,38 @@ def test_server_default_restart_policy(restarting: Server, policy: dict | None) 
         assert "exited with code 3" in r.json()["message"]
         plain = create(c, "CartPole-v1", restart=None)
         assert c.get(f"/v1/envs/{plain}/").json()["restarts"] == 0
+
+
+def test_restart_by_hand_answers_the_request_in_flight_and_hands_the_waiting_ones_on(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "working"
+    os.mkfifo(fifo)
+    iid = create(client, faulty("Slow"), kwargs={"signal_path": str(fifo), "seconds": 30})
+    old_pid = client.post(f"/v1/envs/{iid}/reset/").json()["info"]["pid"]
+    results: dict[str, httpx.Response] = {}
+
+    def send(name: str, path: str, body: object) -> None:
+        with httpx.Client(base_url=str(client.base_url), timeout=60) as other:
+            results[name] = other.post(f"/v1/envs/{iid}/{path}", json=body, headers={"X-Request-Timeout": "40"})
+
+    def until_waiting(n: int) -> None:
+        deadline = time.monotonic() + 10
+        while client.get(f"/v1/envs/{iid}/").json()["waiting"] != n:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    busy = threading.Thread(target=send, args=("step", "step/", {"action": 0}))
+    busy.start()
+    fifo.read_text()  # the old process sleeps in its step now
+    queued = threading.Thread(target=send, args=("reset", "reset/", None))
+    queued.start()
+    until_waiting(1)
+    r = client.post(f"/v1/envs/{iid}/restart/")
+    assert r.status_code == 200 and r.json()["old"]["state"] == "busy"
+    busy.join(30)
+    queued.join(30)
+    step = results["step"]
+    assert step.status_code == 502 and "was restarted by a restart request while this request ran" in step.text
+    reset = results["reset"]  # it had not run: the new process ran it
+    assert reset.status_code == 200 and reset.json()["info"]["pid"] == r.json()["new"]["pid"] != old_pid

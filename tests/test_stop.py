@@ -106,7 +106,7 @@ def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
         start = time.monotonic()
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(10) == 0
-        assert time.monotonic() - start < 3  # not the 60 s grace
+        assert time.monotonic() - start < 5  # not the 60 s grace
         t.join(10)
         assert all(gone(p) for p in pids), [p for p in pids if not gone(p, 0)]
     finally:

@@ -47,31 +47,44 @@ def test_a_queued_request_times_out_without_running_or_killing_the_env(client: h
     assert client.post(f"/v1/envs/{fast}/step/", json={"action": 0}).status_code == 200
 
 
-def test_requests_to_one_env_run_in_their_order_of_arrival(client: httpx.Client, tmp_path: Path) -> None:
+def test_requests_waiting_on_an_env_that_crashes_are_told_it_died_and_were_never_run(
+    client: httpx.Client, tmp_path: Path
+) -> None:
     fifo = tmp_path / "working"
     os.mkfifo(fifo)
-    iid = create(client, faulty("Slow"), kwargs={"signal_path": str(fifo), "seconds": 1})
+    iid = create(client, faulty("SpawnsHelpers"), kwargs={"signal_path": str(fifo)})
     client.post(f"/v1/envs/{iid}/reset/")
-    done: list[str] = []
+    results: dict[str, httpx.Response] = {}
 
-    def step(name: str) -> None:
+    def send(name: str, action: int) -> None:
         with httpx.Client(base_url=str(client.base_url), timeout=30) as other:
-            r = other.post(f"/v1/envs/{iid}/step/", json={"action": 0})
-            assert r.status_code == 200
-            done.append(name)
+            results[name] = other.post(f"/v1/envs/{iid}/step/", json={"action": action},
+                                       headers={"X-Request-Timeout": "20"})
 
-    first = threading.Thread(target=step, args=("first",))
+    def until(key: str, value: object) -> None:
+        deadline = time.monotonic() + 10
+        while client.get(f"/v1/envs/{iid}/").json()[key] != value:
+            assert time.monotonic() < deadline, (key, value)
+            time.sleep(0.05)
+
+    first = threading.Thread(target=send, args=("crash", 1))  # action 1: a segfault once announced
     first.start()
-    fifo.read_text()
-    began = time.monotonic()
-    second = threading.Thread(target=step, args=("second",))
-    second.start()
-    fifo.read_text()  # the second runs only once the first is done: a second of sleep later at least
-    assert time.monotonic() - began >= 0.9
-    first.join(30)
-    second.join(30)
-    assert done == ["first", "second"]
-    assert client.get(f"/v1/envs/{iid}/").json()["steps"] == 2
+    until("state", "busy")  # the env holds the first step (its announcement waits for us)
+    waiting = [threading.Thread(target=send, args=(f"queued{i}", 0)) for i in range(2)]
+    for t in waiting:
+        t.start()
+    until("waiting", 2)  # both wait their turn
+    start = time.monotonic()
+    fifo.read_text()  # the env is on the first step now; let it crash
+    for t in (first, *waiting):
+        t.join(30)
+    assert results["crash"].status_code == 502, results["crash"].text
+    for name in ("queued0", "queued1"):  # never run: told the env died, not made to wait out their 20 s
+        r = results[name]
+        assert r.status_code == 410 and "was killed by SIGSEGV" in r.json()["message"], r.text
+    assert time.monotonic() - start < 15
+    info = client.get(f"/v1/envs/{iid}/").json()
+    assert info["steps"] == 0 and info["waiting"] == 0
 
 
 def test_a_running_request_past_its_timeout_still_kills_its_env(client: httpx.Client) -> None:
