@@ -1,7 +1,6 @@
 """Request bodies and headers read as the seed reads them: pure functions over bytes."""
 
 import math
-from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -104,16 +103,3 @@ def request_timeout(header: str | bytes | None, default: float, cap: float) -> f
         shown = header.decode(errors="replace") if isinstance(header, bytes) else header
         raise BadRequest(f"{TIMEOUT_HEADER} must be a finite positive number of seconds, not {shown!r}")
     return min(value, cap)
-
-
-def confine(data_dir: Path, directory: str) -> Path:
-    """Map a client's monitor directory under the data dir; refuse one that leaves it.
-
-    Relative paths are taken under the data dir and absolute ones are mapped under it
-    (`/tmp/x` -> `<data_dir>/tmp/x`); `..` and symlinks are resolved before the check.
-    """
-    root = data_dir.resolve()
-    target = (root / directory.lstrip("/")).resolve()
-    if not target.is_relative_to(root):
-        raise BadRequest(f"monitor directory '{directory}' leaves the server's data directory; use a path inside it")
-    return target

@@ -1,7 +1,6 @@
 """The v1 routes but step (see fastpath.py): parse the request, call the registry, answer bytes."""
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -13,7 +12,6 @@ from api.params import (
     MonitorStartBody,
     ResetBody,
     UploadBody,
-    confine,
     lenient_body,
     parse_body,
     parse_object,
@@ -98,14 +96,13 @@ async def env_monitor_start(request: Request, instance_id: str) -> None:
     args = parse_body(await request.body(), MonitorStartBody)
     registry = _registry(request)
     registry.get(instance_id)  # an unknown instance is reported before a missing directory, as the seed does
-    directory = confine(Path(request.app.state.settings.data_dir), required(args.directory, "directory"))
-    registry.prepare_directory(directory)
     every = 0 if args.video_callable is False else int(args.video_callable)  # true: every episode
     if every < 0:
         raise BadRequest("video_callable must be false, true or a positive number n (record every n-th episode)")
+    directory = registry.prepare_directory(instance_id, required(args.directory, "directory"))
     await registry.call(
         instance_id, protocol.MonitorStart, _timeout(request),
-        directory=str(directory), force=args.force, resume=args.resume, video_every=every,
+        directory=directory, force=args.force, resume=args.resume, video_every=every,
     )
 
 

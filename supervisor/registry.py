@@ -8,7 +8,6 @@ import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -17,6 +16,7 @@ from envproc import protocol, sandbox
 from envproc.protocol import EnvLimits
 from supervisor.asked import NONE_ASKED, AskedLimits, tighter
 from supervisor.cgroups import PidsCgroups
+from supervisor.datadir import DataDir
 from supervisor.errors import (
     BadRequest,
     ConfigError,
@@ -63,6 +63,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     restart_within: float = 60  # and its window, also for policies that give none
     env_user: str | None = None  # the user env code runs as
     env_no_network: bool = False  # each env in a network namespace of its own
+    data_dir: str = "data"  # where monitors write
 
 
 class Registry:
@@ -75,6 +76,7 @@ class Registry:
         if limits.env_no_network and (why := sandbox.can_unshare_network()) is not None:
             raise ConfigError(f"--env-no-network: this machine does not let the server make network namespaces ({why})")
         env_path = tuple(dict.fromkeys([os.getcwd(), *(os.path.abspath(p) for p in limits.env_path)]))
+        self.data_dir = DataDir(limits.data_dir)
         self._forkserver = Forkserver(env_path, limits.preload)
         self._forkserver.start()  # here, so that a preload that fails stops the server from starting
         self._envs: dict[str, EnvHandle] = {}
@@ -97,11 +99,12 @@ class Registry:
         self._forkserver.adopt()
         self._watcher = asyncio.create_task(self._watch(), name="env-watch")
 
-    def prepare_directory(self, path: Path) -> None:
-        """Make a directory an env will write to, owned by the env's user when it has one."""
-        path.mkdir(parents=True, exist_ok=True)
-        if self._user is not None:
-            os.chown(path, *self._user)
+    def prepare_directory(self, instance_id: str, directory: str) -> str:
+        """Make a client's monitor directory under the data dir for an env, owned by the env's
+        user when it has one (never following a link the env could plant); its path."""
+        limits = self.get(instance_id).limits
+        owner = (limits.uid, limits.gid) if limits.uid is not None and limits.gid is not None else None
+        return self.data_dir.make(directory, owner)
 
     def check_env_id(self, env_id: str) -> None:
         """Refuse `module:EnvId` for a module not allowed, before anything imports it."""
@@ -346,6 +349,7 @@ class Registry:
             self._envs.clear()
             await self._cgroups.close()
             await self._forkserver.close()
+            self.data_dir.close()
         finally:
             self._closed.set()  # a second caller must not wait for ever on a first that failed
 

@@ -226,6 +226,32 @@ def _outcome(check: Any) -> str:
     return "ok"
 
 
+class SwapsDirs(Base):
+    """An attacker inside the data dir: its reset forks a helper that, for `seconds`, swaps the
+    directory `place`/x with a symbolic link to `victim` as fast as it can (renameat2 with
+    RENAME_EXCHANGE), so that a server following paths would work on `victim` instead."""
+
+    def __init__(self, place: str = "", victim: str = "", seconds: float = 20.0) -> None:
+        super().__init__()
+        self.place, self.victim, self.seconds = place, victim, seconds
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        obs, info = super().reset(seed=seed)
+        real, link = os.path.join(self.place, "x"), os.path.join(self.place, "link")
+        os.makedirs(real, exist_ok=True)
+        if not os.path.islink(link):
+            os.symlink(self.victim, link)
+        libc = ctypes.CDLL(None, use_errno=True)
+        pid = os.fork()
+        if pid == 0:
+            end = time.monotonic() + self.seconds
+            while time.monotonic() < end:
+                libc.renameat2(-100, real.encode(), -100, link.encode(), 2)  # AT_FDCWD, RENAME_EXCHANGE
+            os._exit(0)
+        info["swapper"] = pid
+        return obs, info
+
+
 class ReportsModules(Base):
     """Its reset says which modules of the server side its process holds (it must hold none)."""
 
@@ -303,5 +329,5 @@ class Image(gym.Env):
 
 
 for _cls in (Raises, Segfaults, Exits, Spins, IgnoresTerm, Slow, SpawnsHelpers, MemoryBomb, HelperHog, FileHog, ForkBomb, EscapesGroup,
-             ListsFds, Floods, PrintsThenCrashes, Probes, ReportsModules, HangsInInit, RaisesInInit, Structured, Image):
+             ListsFds, Floods, PrintsThenCrashes, Probes, SwapsDirs, ReportsModules, HangsInInit, RaisesInInit, Structured, Image):
     gym.register(id=f"{_cls.__name__}-v0", entry_point=_cls, disable_env_checker=True)

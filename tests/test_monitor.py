@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import httpx
 import pytest
@@ -58,8 +59,20 @@ def test_symlink_out_of_the_data_dir_is_400(client: httpx.Client, server: Server
     if not link.exists():
         os.symlink("/", link)
     iid = create(client, "CartPole-v1")
-    r = client.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "escape/tmp"})
-    assert r.status_code == 400 and "leaves the server's data directory" in r.json()["message"]
+    name = f"gym-supervisor-test-{os.getpid()}"
+    r = client.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": f"escape/{name}"})
+    assert r.status_code == 400 and "passes through a symbolic link" in r.json()["message"]
+    assert not (Path("/") / name).exists()  # nothing was made through it
+
+
+@pytest.mark.parametrize(("directory", "says"), [("a\u0000b", "NUL"), ("x" * 300, "too long")])
+def test_a_directory_the_file_system_refuses_is_400_without_server_paths(
+    client: httpx.Client, server: Server, directory: str, says: str
+) -> None:
+    iid = create(client, "CartPole-v1")
+    r = client.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": directory})
+    assert r.status_code == 400 and says in r.json()["message"], r.text
+    assert str(server.data_dir) not in r.text
 
 
 def test_video_of_every_nth_episode_where_the_env_renders(client: httpx.Client, server: Server) -> None:

@@ -48,6 +48,35 @@ def test_env_user_runs_env_code_as_that_user(tmp_path: Path) -> None:
         shutil.rmtree(data)
 
 
+@needs_root
+def test_env_code_swapping_a_link_in_cannot_make_the_server_chown_outside(tmp_path: Path) -> None:
+    """The attack: env code (as nobody) swaps a directory inside the data dir with a symbolic
+    link to a root-owned directory while its client starts monitors there, again and again.
+    A server that followed the path as root would give that directory to nobody."""
+    victim = Path(tempfile.mkdtemp(prefix="gym-supervisor-victim-"))  # stands for /etc/cron.d
+    data = Path(tempfile.mkdtemp(prefix="gym-supervisor-nobody-"))
+    data.chmod(0o755)
+    srv = start_server(tmp_path, "--env-user", "nobody", "--data-dir", str(data))
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            iid = create(c, faulty("SwapsDirs"), kwargs={"place": str(data / "race"), "victim": str(victim)})
+            assert c.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "race"}).status_code == 204
+            assert c.post(f"/v1/envs/{iid}/reset/").status_code == 200  # the swapping starts
+            answers = [c.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "race/x", "force": True})
+                       for _ in range(300)]
+            assert victim.stat().st_uid == 0 and victim.stat().st_gid == 0
+            refused = [r for r in answers if r.status_code == 400]
+            assert refused and "symbolic link" in refused[0].json()["message"]  # the race was on
+            # a 500 is the env's own doing: as nobody it may not write where its swap sent it
+            assert all(r.status_code in (204, 400) or (r.status_code == 500 and "raised PermissionError" in r.text)
+                       for r in answers), {r.status_code for r in answers}
+            assert str(data) not in refused[0].json()["message"]  # no server path in the answer
+    finally:
+        srv.stop()
+        shutil.rmtree(data)
+        shutil.rmtree(victim)
+
+
 def test_env_user_that_does_not_exist_refuses_to_start(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="no such user"):
         start_server(tmp_path, "--env-user", "no-such-user-here")

@@ -1,0 +1,79 @@
+"""The data dir, where env monitors write: directories made in it without following any link.
+
+The server may run as root while env code runs as another user who can write inside the data
+dir. So a monitor directory is never reached by its path: each component is opened from its
+parent's descriptor with O_NOFOLLOW (a link planted by env code is refused, not followed), and
+the last one is handed to the env's user through its descriptor. Nothing the server does as
+root takes a path that env code controls.
+"""
+
+import errno
+import os
+from pathlib import PurePosixPath
+
+from supervisor.errors import BadRequest
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def parts_of(directory: str) -> list[str]:
+    """A client's directory as components under the data dir: relative paths are taken under it
+    and absolute ones mapped under it (`/tmp/x` -> `tmp/x`); `..` may not leave it."""
+    if "\0" in directory:
+        raise BadRequest("monitor directory may not contain a NUL character")
+    parts: list[str] = []
+    for part in PurePosixPath(directory).parts:
+        if part in ("/", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise BadRequest(f"monitor directory {directory!r} leaves the server's data directory; "
+                                 "use a path inside it")
+            parts.pop()
+        else:
+            parts.append(part)
+    return parts
+
+
+class DataDir:
+    """Owns a descriptor of the data dir, opened once at start: every walk begins there."""
+
+    def __init__(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.path = os.path.realpath(path)
+        self._fd = os.open(self.path, _DIR)
+
+    def make(self, directory: str, owner: tuple[int, int] | None = None) -> str:
+        """Make the client's monitor directory (and its parents) under the data dir, give the
+        last one to `owner`, and return its path for the env process."""
+        parts = parts_of(directory)
+        fd = os.dup(self._fd)
+        try:
+            for part in parts:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                child = os.open(part, _DIR | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            if owner is not None:
+                os.fchown(fd, *owner)
+        except OSError as exc:
+            raise BadRequest(_why(directory, exc)) from None
+        finally:
+            os.close(fd)
+        return os.path.join(self.path, *parts)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _why(directory: str, exc: OSError) -> str:
+    """Why a monitor directory cannot be made, without the server's own paths."""
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return (f"monitor directory {directory!r} passes through a symbolic link or a file inside the data "
+                "directory; use a plain path of directories")
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"monitor directory {directory[:64]!r}... has a name too long for the file system"
+    return f"monitor directory {directory!r} cannot be made: {os.strerror(exc.errno or 0)}"
