@@ -32,6 +32,21 @@ from envproc.protocol import (
 # Every env process starts with these loaded, so creating one costs a fork, not an import.
 BASE_PRELOAD = ("envproc.worker", "gymnasium.envs.classic_control", "gymnasium.envs.toy_text")
 MAX_MESSAGE = 1 << 16
+# Where env code runs as a user who cannot read the Python installation (say, under a home
+# directory of mode 700), it can import only what is loaded before the fork: these then are.
+STDLIB_FOR_ENVS = tuple("""
+    encodings.idna encodings.utf_16 encodings.utf_32 encodings.latin_1 encodings.ascii encodings.cp1252
+    encodings.utf_8_sig encodings.unicode_escape encodings.raw_unicode_escape encodings.punycode
+    json socket ssl select selectors http.client urllib.request urllib.parse email.message email.parser
+    csv pickle zlib gzip bz2 lzma tempfile shutil subprocess multiprocessing multiprocessing.pool
+    multiprocessing.queues multiprocessing.synchronize multiprocessing.shared_memory threading queue
+    concurrent.futures asyncio xml.etree.ElementTree decimal fractions statistics random hashlib hmac
+    base64 binascii struct array copy inspect typing dataclasses enum functools itertools collections
+    heapq bisect datetime calendar locale gettext logging logging.handlers traceback warnings weakref
+    ctypes ctypes.util platform uuid glob fnmatch pathlib zipfile tarfile importlib.metadata
+    importlib.resources pkgutil mmap operator string textwrap difflib pprint contextlib numbers cmath
+    sqlite3 unicodedata codecs getpass argparse configparser tomllib secrets shlex
+""".split())
 
 
 def preload(modules: tuple[str, ...]) -> dict[str, str]:
@@ -140,7 +155,8 @@ def main() -> None:
         return  # it ended before prctl took effect
     sock = socket.socket(fileno=int(sys.argv[2]))
     sys.argv = sys.argv[:1]
-    failed = preload(BASE_PRELOAD)  # before the env path: nothing there may stand in for these
+    # before the env path: nothing there may stand in for these
+    failed = preload(BASE_PRELOAD + (STDLIB_FOR_ENVS if config.stdlib else ()))
     from envproc import worker
 
     worker.ENV_PATH = config.env_path

@@ -107,6 +107,7 @@ class ForkserverConfig(msgspec.Struct, frozen=True):
     env_path: tuple[str, ...]  # directories put first on sys.path: where env modules are found
     preload: tuple[str, ...]  # modules imported once, before any env process is forked
     parent: int = 0  # the server's pid: the forkserver ends with it
+    stdlib: bool = False  # preload the standard library env code is likely to import (see forkserver)
 
 
 class Control(msgspec.Struct, frozen=True, tag_field="op", tag=str.lower):

@@ -236,9 +236,8 @@ def main(conn: Connection, output: Connection) -> None:
         limits.apply(first.limits)
         if first.limits.no_network:
             sandbox.unshare_network()
-        if first.limits.uid is not None and first.limits.gid is not None:
-            sandbox.drop_to(first.limits.uid, first.limits.gid)
-            guardian.die_with_parent()  # a change of user clears the parent-death signal
+        sandbox.drop_privileges(first.limits.uid, first.limits.gid)
+        guardian.die_with_parent()  # a change of user clears the parent-death signal
         guardian.start()  # in the env's cgroup, before any env code: when we end, so do our helpers
         server = EnvServer(first)
     except MemoryError:

@@ -41,8 +41,8 @@ class Forkserver:
     """Owns the forkserver process, its control socket, and a future per env process it forked
     that gives the process's exit code (None if the forkserver ended first, taking it along)."""
 
-    def __init__(self, env_path: tuple[str, ...], preload: tuple[str, ...]) -> None:
-        self.config = ForkserverConfig(env_path, preload, os.getpid())
+    def __init__(self, env_path: tuple[str, ...], preload: tuple[str, ...], stdlib: bool = False) -> None:
+        self.config = ForkserverConfig(env_path, preload, os.getpid(), stdlib)
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._spawning: deque[asyncio.Future[tuple[int, Exit]]] = deque()

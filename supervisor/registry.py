@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from envproc import protocol, sandbox
+from envproc.forkserver import STDLIB_FOR_ENVS
 from envproc.protocol import EnvLimits
 from supervisor.asked import NONE_ASKED, AskedLimits, tighter
 from supervisor.cgroups import PidsCgroups
@@ -73,11 +74,16 @@ class Registry:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._user = _resolve_user(limits.env_user)
+        if limits.env_no_network and limits.env_user is None:
+            raise ConfigError(
+                "--env-no-network needs --env-user: env code left as root, even with no capability, could "
+                "still reach the server through what is root's (its files, its process); give env code a user"
+            )
         if limits.env_no_network and (why := sandbox.can_unshare_network()) is not None:
             raise ConfigError(f"--env-no-network: this machine does not let the server make network namespaces ({why})")
         env_path = tuple(dict.fromkeys([os.getcwd(), *(os.path.abspath(p) for p in limits.env_path)]))
         self.data_dir = DataDir(limits.data_dir)
-        self._forkserver = Forkserver(env_path, limits.preload)
+        self._forkserver = Forkserver(env_path, limits.preload, self._python_unreadable())
         self._forkserver.start()  # here, so that a preload that fails stops the server from starting
         self._envs: dict[str, EnvHandle] = {}
         self._starting: set[EnvHandle] = set()
@@ -90,6 +96,18 @@ class Registry:
         self._policies: dict[str, RestartPolicy] = {}
         self._history: dict[str, list[float]] = {}  # automatic restart times per instance
         self._restarting: dict[str, asyncio.Task[None]] = {}
+
+    def _python_unreadable(self) -> bool:
+        """True if the env user cannot read the Python installation: env code then imports only
+        what the forkserver loaded, so it loads what env code is likely to import."""
+        if self._user is None:
+            return False
+        stdlib = os.path.dirname(os.__file__)
+        why = sandbox.cannot_read_as(*self._user, stdlib)
+        if why is not None:
+            log.warning("env_user_cannot_read_python user=%s path=%s reason=%r preloaded=%d", self.limits.env_user,
+                        stdlib, why, len(STDLIB_FOR_ENVS))
+        return why is not None
 
     @property
     def env_path(self) -> tuple[str, ...]:

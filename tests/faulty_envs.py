@@ -6,6 +6,7 @@ so a test can wait for the fault to be under way instead of sleeping.
 """
 
 import ctypes
+import importlib
 import multiprocessing
 import os
 import signal
@@ -200,14 +201,26 @@ class PrintsThenCrashes(Base):
 class Probes(Base):
     """Reports, in reset's info, who it runs as and what it can reach (each check is optional)."""
 
-    def __init__(self, read: str | None = None, signal_pid: int | None = None, connect_port: int | None = None) -> None:
-        self.read, self.signal_pid, self.connect_port = read, signal_pid, connect_port
+    def __init__(self, read: str | None = None, signal_pid: int | None = None, connect_port: int | None = None,
+                 setns_pid: int | None = None, module: str | None = None) -> None:
+        self.read, self.signal_pid, self.connect_port, self.setns_pid = read, signal_pid, connect_port, setns_pid
+        self.module = module
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         obs, info = super().reset(seed=seed)
         info.update(uid=os.getuid(), gid=os.getgid(), groups=os.getgroups(),
                     interfaces=[name for _, name in socket.if_nameindex()])
+        status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
+        info["caps"] = {k: int(status[k], 16) for k in ("CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb")}
+        info["no_new_privs"] = int(status["NoNewPrivs"])
         info["read"] = _outcome(lambda: open(self.read).read()) if self.read else None
+        info["import"] = _outcome(lambda: importlib.import_module(self.module)) if self.module else None
+        if self.setns_pid:  # the escape: into another process's network namespace (CAP_SYS_ADMIN)
+            def setns() -> None:
+                with open(f"/proc/{self.setns_pid}/ns/net") as ns:
+                    if ctypes.CDLL(None, use_errno=True).setns(ns.fileno(), 0x40000000) != 0:
+                        raise PermissionError(ctypes.get_errno(), "setns")
+            info["setns"] = _outcome(setns)
         info["signal"] = _outcome(lambda: os.kill(self.signal_pid, 0)) if self.signal_pid else None
         if self.connect_port:
             info["connect"] = _outcome(lambda: socket.create_connection(("127.0.0.1", self.connect_port), 2).close())

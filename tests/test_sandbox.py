@@ -17,6 +17,11 @@ pytestmark = pytest.mark.timeout(60)
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs a server run as root")
 
 
+def _readable_by_nobody() -> bool:
+    """Whether nobody may list the standard library here (a Python under a mode-700 home: no)."""
+    return all(os.stat(p).st_mode & 0o001 for p in Path(os.__file__).parents if str(p) != "/")
+
+
 def probe(c: httpx.Client, **kwargs: object) -> dict:
     iid = create(c, faulty("Probes"), kwargs=kwargs)
     return c.post(f"/v1/envs/{iid}/reset/").json()["info"]
@@ -33,9 +38,13 @@ def test_env_user_runs_env_code_as_that_user(tmp_path: Path) -> None:
     srv = start_server(tmp_path, "--env-user", "nobody", "--data-dir", str(data))
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as c:
-            info = probe(c, read=str(secret), signal_pid=srv.proc.pid)
+            info = probe(c, read=str(secret), signal_pid=srv.proc.pid, module="http.client")
             assert (info["uid"], info["gid"], info["groups"]) == (nobody.pw_uid, nobody.pw_gid, [])
             assert info["read"] == "PermissionError" and info["signal"] == "PermissionError"
+            # the standard library works, even where nobody may not read the Python installation
+            assert info["import"] == "ok"
+            if not _readable_by_nobody():
+                assert "env_user_cannot_read_python user=nobody" in srv.log.read_text()
             iid = create(c, "CartPole-v1", kwargs={"max_episode_steps": 2})  # and it still works
             r = c.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "as-nobody"})
             assert r.status_code == 204, r.text
@@ -77,22 +86,47 @@ def test_env_code_swapping_a_link_in_cannot_make_the_server_chown_outside(tmp_pa
         shutil.rmtree(victim)
 
 
+@needs_root
+def test_env_code_has_no_capability_and_cannot_enter_the_servers_namespace(tmp_path: Path) -> None:
+    """Even where the server runs as root and env code keeps root's uid (no --env-user)."""
+    srv = start_server(tmp_path)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            info = probe(c, setns_pid=srv.proc.pid)
+            assert info["uid"] == 0 and info["caps"] == dict.fromkeys(info["caps"], 0), info["caps"]
+            assert info["no_new_privs"] == 1
+            assert info["setns"] == "PermissionError"
+    finally:
+        srv.stop()
+
+
+def test_env_no_network_without_env_user_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="--env-no-network needs --env-user"):
+        start_server(tmp_path, "--env-no-network")
+
+
 def test_env_user_that_does_not_exist_refuses_to_start(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="no such user"):
         start_server(tmp_path, "--env-user", "no-such-user-here")
 
 
-def test_env_no_network_leaves_only_loopback(tmp_path: Path) -> None:
-    srv = start_server(tmp_path, "--env-no-network")
+@needs_root
+def test_env_no_network_leaves_only_loopback_and_no_way_back(tmp_path: Path) -> None:
+    data = Path(tempfile.mkdtemp(prefix="gym-supervisor-nobody-"))
+    data.chmod(0o755)
+    srv = start_server(tmp_path, "--env-user", "nobody", "--env-no-network", "--data-dir", str(data))
     try:
         port = int(srv.url.rsplit(":", 1)[1])
         with httpx.Client(base_url=srv.url, timeout=30) as c:
-            info = probe(c, connect_port=port)
+            info = probe(c, connect_port=port, setns_pid=srv.proc.pid)
             assert info["interfaces"] == ["lo"]
             assert info["connect"] == "ConnectionRefusedError"  # the server's loopback is not its loopback
             assert info["own_loopback"] == "ok"
+            assert info["setns"] == "PermissionError"  # the escape: back into the server's namespace
+            assert info["caps"] == dict.fromkeys(info["caps"], 0) and info["no_new_privs"] == 1
     finally:
         srv.stop()
+        shutil.rmtree(data)
 
 
 def test_without_the_flag_an_env_shares_the_machines_network(client: httpx.Client) -> None:
@@ -110,7 +144,7 @@ def test_no_network_check_says_why_where_it_cannot() -> None:
     if pid == 0:  # a process that may not make namespaces: what the check tells a server run so
         code = 2
         try:
-            sandbox.drop_to(nobody.pw_uid, nobody.pw_gid)
+            sandbox.drop_privileges(nobody.pw_uid, nobody.pw_gid)
             why = sandbox.can_unshare_network()
             code = 0 if why and "not permitted" in why else 1
         finally:
