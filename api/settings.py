@@ -58,6 +58,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     env_user: Annotated[
         str | None, Meta(description="run env code as this user, with no supplementary groups (the server must be root)")
     ] = None
+    env_uid_range: Annotated[
+        str | None, Meta(description="run each env as a user of its own, uid START+k "
+                                                           "(START:COUNT, uids no account has; the server must be root)")
+    ] = None
     env_no_network: Annotated[
         bool, Meta(description="run each env in a network namespace of its own, with only loopback")
     ] = False

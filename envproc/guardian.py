@@ -22,8 +22,10 @@ def die_with_parent() -> None:
         pass
 
 
-def start() -> int:
-    """Fork the guardian; call it in the env process after setsid() and before any env code."""
+def start(own_uid: bool = False) -> int:
+    """Fork the guardian; call it in the env process after setsid() and before any env code.
+    `own_uid`: the env has a uid no other process has, so every process of that uid is its own
+    and goes too, even one that left both the process group and the session."""
     env_pid = os.getpid()
     pid = os.fork()
     if pid:
@@ -34,6 +36,8 @@ def start() -> int:
         _prctl_pdeathsig(signal.SIGTERM)
         if os.getppid() == env_pid:  # else the env died before prctl took effect
             signal.sigwait({signal.SIGTERM})
+        if own_uid:
+            os.kill(-1, signal.SIGKILL)  # every process this uid may signal: its own, but us
         os.killpg(0, signal.SIGKILL)
     finally:
         os._exit(0)

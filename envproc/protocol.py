@@ -18,6 +18,7 @@ class EnvLimits(msgspec.Struct, frozen=True, kw_only=True):
     no_network: bool = False  # a network namespace of its own, with only loopback
     uid: int | None = None  # the user env code runs as (the server must be root to switch)
     gid: int | None = None
+    own_uid: bool = False  # the uid is this env's alone (--env-uid-range)
 
 
 class Request(msgspec.Struct, frozen=True, tag_field="op", tag=str.lower):

@@ -238,7 +238,7 @@ def main(conn: Connection, output: Connection) -> None:
             sandbox.unshare_network()
         sandbox.drop_privileges(first.limits.uid, first.limits.gid)
         guardian.die_with_parent()  # a change of user clears the parent-death signal
-        guardian.start()  # in the env's cgroup, before any env code: when we end, so do our helpers
+        guardian.start(first.limits.own_uid)  # in the env's cgroup, before env code: when we end, so do our helpers
         server = EnvServer(first)
     except MemoryError:
         os._exit(EXIT_OUT_OF_MEMORY)

@@ -11,11 +11,12 @@ def memory_cause(limits: EnvLimits) -> str:
     return f"hit its memory limit {limits.memory_mb} MB" if limits.memory_mb else "ran out of memory"
 
 
-def describe_exit(exitcode: int | None, limits: EnvLimits = NO_LIMITS) -> str:
+def describe_exit(exitcode: int | None, limits: EnvLimits = NO_LIMITS, oom_killed: bool | None = None) -> str:
     """`describe_exit(-11) == "was killed by SIGSEGV"`; -N stands for signal N, and None for an
     exit the forkserver could not report, having ended first.
 
-    Only deaths this server did not cause come here: its own kills set their cause first.
+    Only deaths this server did not cause come here: its own kills set their cause first. The
+    kernel's OOM killer is named only on its own evidence (`oom_killed`).
     """
     if exitcode is None:
         return "was killed when the server's env forkserver ended"
@@ -23,9 +24,15 @@ def describe_exit(exitcode: int | None, limits: EnvLimits = NO_LIMITS) -> str:
         return memory_cause(limits)
     if exitcode == -signal.SIGXCPU and limits.cpu_seconds:
         return f"was stopped: CPU limit {limits.cpu_seconds:g} s exceeded"
-    if exitcode == -signal.SIGKILL:
+    if exitcode == -signal.SIGKILL:  # `oom_killed`: did the kernel's count of OOM kills move meanwhile
         over_cpu = f", or past its CPU limit {limits.cpu_seconds:g} s" if limits.cpu_seconds else ""
-        return f"was killed by SIGKILL, probably out of memory (the kernel's OOM killer){over_cpu}; not by this server"
+        if oom_killed:
+            return ("was killed by SIGKILL while the kernel's OOM killer was at work on this machine (probably "
+                    f"out of memory){over_cpu}; not by this server")
+        if oom_killed is None:
+            return f"was killed by SIGKILL from outside this server (perhaps the kernel's OOM killer){over_cpu}"
+        return (f"was killed by SIGKILL from outside this server{over_cpu}; not by the kernel's OOM killer, "
+                "which killed nothing meanwhile")
     if exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name

@@ -38,7 +38,7 @@ from supervisor.exits import NO_LIMITS, describe_exit
 from supervisor.forkserver import Forkserver
 from supervisor.output import OutputTail
 from supervisor.pipe import PipeLost, ReplyPipe
-from supervisor.usage import tree_usage
+from supervisor.usage import oom_kills, tree_usage
 
 log = logging.getLogger("gym_supervisor.env")
 P = TypeVar("P", bound=asyncio.BaseProtocol)
@@ -65,6 +65,7 @@ class EnvHandle:
         self, forkserver: Forkserver, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None,
         limits: EnvLimits = NO_LIMITS, lifetime: float = 0, restarts: int = 0,
         on_death: Callable[["EnvHandle"], bool] | None = None,
+        on_exit: Callable[["EnvHandle"], None] | None = None,
     ) -> None:
         self._forkserver = forkserver
         self.limits = limits
@@ -72,6 +73,7 @@ class EnvHandle:
         self.restarts = restarts  # how many processes this instance had before this one
         # Told of a death the env brought on itself (crash, timeout, limit); True: a restart follows.
         self._on_death = on_death
+        self._on_exit_hook = on_exit  # told when the process has ended, however it ended
         self._restart_follows = False
         self._ended_by_us = False
         self._fate: Fate | None = None
@@ -96,6 +98,7 @@ class EnvHandle:
         self.waiting = 0  # requests waiting for the turn
         self._pipe: ReplyPipe | None = None
         self._exited: asyncio.Future[int | None] | None = None
+        self._oom_kills: int | None = None
         self.output: OutputTail | None = None
 
     # --- the interface ---
@@ -116,6 +119,7 @@ class EnvHandle:
         finally:
             child_end.close()  # ours only: the child's death must read as EOF here
             out_child.close()
+        self._oom_kills = oom_kills()  # the evidence, should a SIGKILL from outside end it
         self._exited.add_done_callback(self._on_exit)
         try:
             if self.cause is not None:  # killed while it was being forked (the server stops)
@@ -353,8 +357,11 @@ class EnvHandle:
             self._signal_group()
 
     def _on_exit(self, exited: "asyncio.Future[int | None]") -> None:
-        self._set_cause(describe_exit(exited.result(), self.limits))
+        before, now = self._oom_kills, oom_kills()
+        self._set_cause(describe_exit(exited.result(), self.limits, None if None in (before, now) else now != before))
         self._signal_group()  # however it ended, nothing it spawned outlives it
+        if self._on_exit_hook is not None:
+            self._on_exit_hook(self)
 
     def _on_mismatch(self, what: str) -> None:
         self._set_cause(f"broke the protocol: it {what}")

@@ -3,7 +3,6 @@
 import asyncio
 import logging
 import os
-import pwd
 import time
 import uuid
 from collections import OrderedDict
@@ -33,6 +32,7 @@ from supervisor.forkserver import Forkserver
 from supervisor.handle import EnvHandle, State
 from supervisor.restart import RestartPolicy, crash_loop, loop_cause, recent
 from supervisor.usage import tree_pss
+from supervisor.users import EnvUsers
 
 log = logging.getLogger("gym_supervisor.env")
 
@@ -63,6 +63,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     restart_max: int = 0  # the restart policy of envs created without one; 0: no restarts
     restart_within: float = 60  # and its window, also for policies that give none
     env_user: str | None = None  # the user env code runs as
+    env_uid_range: str | None = None  # or START:COUNT, a uid of its own for each env
     env_no_network: bool = False  # each env in a network namespace of its own
     data_dir: str = "data"  # where monitors write
 
@@ -73,11 +74,11 @@ class Registry:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self._user = _resolve_user(limits.env_user)
-        if limits.env_no_network and limits.env_user is None:
+        self._users = EnvUsers(limits.env_user, limits.env_uid_range)
+        if limits.env_no_network and self._users.any is None:
             raise ConfigError(
-                "--env-no-network needs --env-user: env code left as root, even with no capability, could "
-                "still reach the server through what is root's (its files, its process); give env code a user"
+                "--env-no-network needs --env-user or --env-uid-range: env code left as root, even with no "
+                "capability, could still reach the server through what is root's (its files, its process)"
             )
         if limits.env_no_network and (why := sandbox.can_unshare_network()) is not None:
             raise ConfigError(f"--env-no-network: this machine does not let the server make network namespaces ({why})")
@@ -100,12 +101,16 @@ class Registry:
     def _python_unreadable(self) -> bool:
         """True if the env user cannot read the Python installation: env code then imports only
         what the forkserver loaded, so it loads what env code is likely to import."""
-        if self._user is None:
+        user = self._users.any
+        if user is None:
             return False
+        if (why := sandbox.cannot_read_as(*user, self.data_dir.path)) is not None:
+            log.warning("data_dir_unreachable uid=%d path=%s reason=%r (monitors will fail)", user[0],
+                        self.data_dir.path, why)
         stdlib = os.path.dirname(os.__file__)
-        why = sandbox.cannot_read_as(*self._user, stdlib)
+        why = sandbox.cannot_read_as(*user, stdlib)
         if why is not None:
-            log.warning("env_user_cannot_read_python user=%s path=%s reason=%r preloaded=%d", self.limits.env_user,
+            log.warning("env_user_cannot_read_python uid=%d path=%s reason=%r preloaded=%d", user[0],
                         stdlib, why, len(STDLIB_FOR_ENVS))
         return why is not None
 
@@ -165,24 +170,28 @@ class Registry:
         asked: AskedLimits,
     ) -> EnvHandle:
         """Start one process for an instance; nothing is left running if it fails."""
+        uid, gid = self._users.take()
         env_limits = EnvLimits(
             memory_mb=int(tighter(self.limits.env_memory_mb, asked.memory_mb)),
             cpu_seconds=tighter(self.limits.env_cpu_seconds, asked.cpu_seconds),
             max_files=self.limits.env_max_files,
             cgroup=self._cgroups.make(f"{instance_id}-{restarts}"),
             no_network=self.limits.env_no_network,
-            uid=self._user[0] if self._user else None,
-            gid=self._user[1] if self._user else None,
+            uid=uid,
+            gid=gid,
+            own_uid=self._users.own,
         )
         handle = EnvHandle(
             self._forkserver, instance_id, env_id, kwargs, seed, env_limits, self.limits.max_lifetime,
-            restarts=restarts, on_death=self._on_death,
+            restarts=restarts, on_death=self._on_death, on_exit=self._on_exit,
         )
         self._starting.add(handle)
         try:
             await handle.start(timeout)
         except BaseException as exc:
             self._cgroups.release(env_limits.cgroup)
+            if handle.pid is None:  # never forked: no exit will give its uid back
+                self._users.give_back(uid)
             if self._closing and isinstance(exc, SupervisorError):
                 raise ShuttingDown() from None  # the shutdown killed it while it started
             raise
@@ -232,6 +241,10 @@ class Registry:
         self._envs[iid] = new
         log.info("env_restarted instance=%s env_id=%s old_pid=%s pid=%s", iid, new.env_id, old.pid, new.pid)
         return new
+
+    def _on_exit(self, handle: EnvHandle) -> None:
+        """An env process ended and its group was killed: its uid, if its own, may serve again."""
+        self._users.give_back(handle.limits.uid)
 
     def _on_death(self, handle: EnvHandle) -> bool:
         """An env died on its own: restart it if its policy says so (True if it will try)."""
@@ -419,18 +432,6 @@ class Registry:
 
 def _clock(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
-
-
-def _resolve_user(name: str | None) -> tuple[int, int] | None:
-    if name is None:
-        return None
-    try:
-        user = pwd.getpwnam(name)
-    except KeyError:
-        raise ConfigError(f"--env-user {name}: no such user on this machine") from None
-    if os.geteuid() != 0:
-        raise ConfigError(f"--env-user {name}: the server must run as root to run envs as another user")
-    return user.pw_uid, user.pw_gid
 
 
 def _asked(old: EnvHandle) -> AskedLimits:

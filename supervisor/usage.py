@@ -41,3 +41,15 @@ def tree_usage(pid: int) -> tuple[float | None, int | None]:
         except psutil.Error:
             pass  # it ended while we looked
     return round(cpu, 3), rss
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed since boot (None: not told here)."""
+    try:
+        with open("/proc/vmstat") as f:
+            for line in f:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None

@@ -44,7 +44,7 @@ def test_env_user_runs_env_code_as_that_user(tmp_path: Path) -> None:
             # the standard library works, even where nobody may not read the Python installation
             assert info["import"] == "ok"
             if not _readable_by_nobody():
-                assert "env_user_cannot_read_python user=nobody" in srv.log.read_text()
+                assert f"env_user_cannot_read_python uid={nobody.pw_uid}" in srv.log.read_text()
             iid = create(c, "CartPole-v1", kwargs={"max_episode_steps": 2})  # and it still works
             r = c.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "as-nobody"})
             assert r.status_code == 204, r.text
@@ -100,8 +100,62 @@ def test_env_code_has_no_capability_and_cannot_enter_the_servers_namespace(tmp_p
         srv.stop()
 
 
+@needs_root
+def test_with_a_uid_range_each_env_is_its_own_user_and_cannot_touch_another(tmp_path: Path) -> None:
+    start = 61184  # systemd's range for its dynamic users: no account has these uids
+    data = Path(tempfile.mkdtemp(prefix="gym-supervisor-uids-"))  # pytest's own tmp is root-only
+    data.chmod(0o755)
+    srv = start_server(tmp_path, "--env-uid-range", f"{start}:8", "--data-dir", str(data))
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            first = probe(c)
+            second = probe(c, signal_pid=first["pid"], read=f"/proc/{first['pid']}/environ")
+            uids = {first["uid"], second["uid"]}
+            assert len(uids) == 2 and uids <= set(range(start, start + 8))
+            assert (second["gid"], second["groups"]) == (second["uid"], [])
+            assert second["signal"] == "PermissionError" and second["read"] == "PermissionError"
+            iid = create(c, "CartPole-v1", kwargs={"max_episode_steps": 2})  # monitors work: the dir is its
+            r = c.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "own"})
+            assert r.status_code == 204, r.text
+            c.post(f"/v1/envs/{iid}/reset/")
+            c.post(f"/v1/envs/{iid}/step/", json={"action": 0})
+            assert c.post(f"/v1/envs/{iid}/step/", json={"action": 0}).json()["done"]
+            assert (data / "own").stat().st_uid in range(start, start + 8)
+    finally:
+        srv.stop()
+        shutil.rmtree(data)
+
+
+@needs_root
+def test_uids_of_a_range_come_back_when_their_envs_end(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--env-uid-range", "61184:2")
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            for _ in range(3):  # more envs in turn than the range has uids: each gives its uid back
+                ids = [create(c, "CartPole-v1"), create(c, faulty("Segfaults"))]
+                r = c.post("/v1/envs/", json={"env_id": "CartPole-v1"})  # a third at once: none left
+                assert r.status_code == 503 and "every uid of --env-uid-range" in r.json()["message"]
+                c.post(f"/v1/envs/{ids[1]}/reset/")
+                assert c.post(f"/v1/envs/{ids[1]}/step/", json={"action": 0}).status_code == 502  # dead: uid back
+                replacement = create(c, "CartPole-v1")
+                for iid in (ids[0], ids[1], replacement):
+                    assert c.post(f"/v1/envs/{iid}/close/").status_code == 204
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (("--env-uid-range", "1:10"), "includes uid 1, which is user daemon's"),
+    (("--env-uid-range", "61184:8", "--env-user", "nobody"), "exclude each other"),
+    (("--env-uid-range", "5:0"), "START:COUNT"),
+])
+def test_a_bad_uid_range_is_refused_saying_why(tmp_path: Path, flags: tuple[str, ...], says: str) -> None:
+    with pytest.raises(RuntimeError, match=says):
+        start_server(tmp_path, *flags)
+
+
 def test_env_no_network_without_env_user_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="--env-no-network needs --env-user"):
+    with pytest.raises(RuntimeError, match="--env-no-network needs --env-user or --env-uid-range"):
         start_server(tmp_path, "--env-no-network")
 
 

@@ -1,0 +1,78 @@
+"""Whom env code runs as: the server's own user, one named user for all envs (--env-user), or a
+user of its own per env, from a range of uids no account has (--env-uid-range)."""
+
+import os
+import pwd
+import re
+from collections import deque
+
+from supervisor.errors import ConfigError, ServerBusy
+
+
+class EnvUsers:
+    """Owns the choice of uid/gid for each new env, and the free uids of a range."""
+
+    def __init__(self, name: str | None, uid_range: str | None) -> None:
+        self.shared: tuple[int, int] | None = None
+        self._free: deque[int] | None = None
+        if name is not None and uid_range is not None:
+            raise ConfigError("--env-user and --env-uid-range exclude each other: one user for all envs, "
+                              "or one per env")
+        if name is not None:
+            try:
+                user = pwd.getpwnam(name)
+            except KeyError:
+                raise ConfigError(f"--env-user {name}: no such user on this machine") from None
+            _need_root(f"--env-user {name}")
+            self.shared = user.pw_uid, user.pw_gid
+        if uid_range is not None:
+            start, count = _parse_range(uid_range)
+            _need_root(f"--env-uid-range {uid_range}")
+            taken = sorted((u.pw_uid, u.pw_name) for u in pwd.getpwall() if start <= u.pw_uid < start + count)
+            if taken:
+                uid, owner = taken[0]
+                raise ConfigError(f"--env-uid-range {uid_range} includes uid {uid}, which is user {owner}'s; "
+                                  "choose a range that no account uses (as systemd's DynamicUser does, 61184:4096)")
+            self._free = deque(range(start, start + count))
+
+    @property
+    def own(self) -> bool:
+        """Each env has a uid of its own."""
+        return self._free is not None
+
+    @property
+    def any(self) -> tuple[int, int] | None:
+        """A uid/gid an env may run as (to check what such a user can read), or None: the server's."""
+        if self._free is not None:
+            return (self._free[0], self._free[0]) if self._free else None
+        return self.shared
+
+    def take(self) -> tuple[int | None, int | None]:
+        """The uid/gid for a new env: its own from the range (the one free longest, so that a
+        uid comes back as late as it can), the shared one, or none."""
+        if self._free is None:
+            return self.shared if self.shared else (None, None)
+        if not self._free:
+            raise ServerBusy("every uid of --env-uid-range runs an env; close one of yours or retry later", 5)
+        uid = self._free.popleft()
+        return uid, uid
+
+    def give_back(self, uid: int | None) -> None:
+        """An env's processes are gone: its uid may serve another env."""
+        if self._free is not None and uid is not None and uid not in self._free:
+            self._free.append(uid)
+
+
+def _parse_range(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+):(\d+)", text)
+    if not match or int(match[2]) < 1 or int(match[1]) < 1:
+        raise ConfigError(f"--env-uid-range {text}: give START:COUNT, both positive (e.g. 61184:4096)")
+    start, count = int(match[1]), int(match[2])
+    if start + count > 2**31:
+        raise ConfigError(f"--env-uid-range {text}: goes past the largest uid")
+    return start, count
+
+
+def _need_root(flag: str) -> None:
+    if os.geteuid() != 0:
+        raise ConfigError(f"{flag}: the server must run as root to run envs as another user")
