@@ -5,7 +5,7 @@ import errno
 import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
 
@@ -33,10 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     hints = get_type_hints(Settings, include_extras=True)
     for field in msgspec.structs.fields(Settings):
         annotated = hints[field.name]
+        if get_origin(annotated) is not Annotated:  # Annotated[...] | None: None means a default worked out later
+            annotated = next(a for a in get_args(annotated) if a is not type(None))
         kind, meta = get_args(annotated)[0], get_args(annotated)[1]
         flag = "--" + field.name.replace("_", "-")
         names = [flag, *SEED_ALIASES.get(field.name, [])]
         kwargs: dict[str, Any] = {"dest": field.name, "help": meta.description, "default": field.default}
+        if field.default is None:  # unset: the help says what happens then, not "None"
+            kwargs["default"] = argparse.SUPPRESS
         if type(None) in get_args(kind):  # optional: the flag takes the other type
             kind = next(k for k in get_args(kind) if k is not type(None))
         if kind is bool:
@@ -96,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     server = Server(config, app.registry, settings.shutdown_grace)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    effective = msgspec.structs.asdict(settings) | {"env_path": app.registry.env_path}
+    registry = app.registry
+    effective = msgspec.structs.asdict(settings) | {"env_path": registry.env_path,
+                                                    "env_memory_mb": registry.limits.env_memory_mb}
     log.info("server_started version=%s url=http://%s:%d %s", _version(), host, sock.getsockname()[1],
              " ".join(f"{k}={v!r}" for k, v in effective.items() if k not in ("host", "port")))
     server.run(sockets=[sock])

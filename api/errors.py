@@ -16,12 +16,14 @@ from supervisor.errors import (
     NotAvailable,
     ServerBusy,
     SupervisorError,
+    TooLarge,
 )
 
 log = logging.getLogger("gym_supervisor.api")
 
 STATUS: dict[type[SupervisorError], int] = {
     BadRequest: 400,
+    TooLarge: 413,
     EnvRaised: 500,
     EnvCrashed: 502,
     EnvTimeout: 504,

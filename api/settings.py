@@ -28,12 +28,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         tuple[str, ...], Meta(description="directory where env modules are looked for, after the working directory "
                                           "(repeatable)")
     ] = ()
+    max_kwargs_bytes: Annotated[
+        int, Meta(ge=0, description="largest create `kwargs`, in bytes of JSON (0: no limit); past it create "
+                                    "answers 413")
+    ] = 65536
     max_envs: Annotated[
         int, Meta(ge=0, description="env processes the server runs at once; past it create answers 503 (0: no limit)")
     ] = 256
     env_memory_mb: Annotated[
-        int, Meta(ge=0, description="memory per env, its helpers included, in MB; past it the env is stopped (0: no limit)")
-    ] = 0
+        int, Meta(ge=0, description="memory per env, its helpers included, in MB; past it the env is stopped "
+                                    "(default: a quarter of the machine's memory; 0: no limit)")
+    ] | None = None
     env_cpu_seconds: Annotated[
         float, Meta(ge=0, description="CPU time per env process in seconds; past it the env is stopped (0: no limit)")
     ] = 0

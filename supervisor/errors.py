@@ -5,6 +5,7 @@ SupervisorError
  |    +-- UnknownInstance     no env has this instance id
  |    +-- EnvUsage            the env refused the request as the client's mistake (step before reset)
  |    +-- LookupFailed        gymnasium.make knows no such env id
+ +-- TooLarge            the request is larger than the server takes
  +-- EnvRaised           the env's own code raised; the env is still alive and usable
  +-- EnvCrashed          the env process died while answering this request
  +-- EnvTimeout          the env did not answer in time and was killed
@@ -42,6 +43,10 @@ class LookupFailed(BadRequest):
 
     def __init__(self, env_id: str, detail: str) -> None:
         super().__init__(f"Attempted to look up malformed environment ID '{env_id}': {detail}")
+
+
+class TooLarge(SupervisorError):
+    """Raised when a request, or a part of it, is larger than the server's limit for it."""
 
 
 class EnvRaised(SupervisorError):

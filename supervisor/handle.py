@@ -266,6 +266,7 @@ class EnvHandle:
             "waiting": self.waiting,
             "cpu_seconds": cpu,
             "rss_bytes": rss,
+            "limits": {"memory_mb": self.limits.memory_mb, "cpu_seconds": self.limits.cpu_seconds},
             "restarts": self.restarts,
             "cause": self.cause,
             "output": self.output.lines() if self.output else [],

@@ -25,6 +25,7 @@ from supervisor.errors import (
     ServerBusy,
     ShuttingDown,
     SupervisorError,
+    TooLarge,
     UnknownInstance,
 )
 from supervisor.exits import memory_cause
@@ -51,7 +52,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     preload: tuple[str, ...] = ()
     env_path: tuple[str, ...] = ()  # where env modules are found (after the working directory)
     max_envs: int = 0  # env processes alive or starting at once; 0: no limit
-    env_memory_mb: int = 0  # per env, its whole process tree; 0: no limit
+    env_memory_mb: int | None = None  # per env, its whole process tree; 0: no limit; None: a quarter of the RAM
+    max_kwargs_bytes: int = 0  # largest create kwargs, as JSON; 0: no limit
     env_cpu_seconds: float = 0  # per env process; 0: no limit
     env_max_files: int = 0  # open files per env process; 0: as inherited
     env_max_procs: int = 0  # processes and threads per env, where a pids cgroup can be had; 0: no limit
@@ -73,6 +75,8 @@ class Registry:
     recently closed or forgotten ids."""
 
     def __init__(self, limits: Limits) -> None:
+        if limits.env_memory_mb is None:
+            limits = msgspec.structs.replace(limits, env_memory_mb=default_memory_mb())
         self.limits = limits
         self._users = EnvUsers(limits.env_user, limits.env_uid_range)
         if limits.env_no_network and self._users.any is None:
@@ -149,6 +153,10 @@ class Registry:
         if self._closing:
             raise ShuttingDown()
         self.check_env_id(env_id)
+        cap = self.limits.max_kwargs_bytes
+        if cap and (size := len(msgspec.json.encode(kwargs))) > cap:
+            raise TooLarge(f"create's kwargs take {size:,} bytes of JSON, more than this server's limit of {cap:,} "
+                           "(--max-kwargs-bytes); pass less, or ask the admin")
         limit = self.limits.max_envs
         if limit and self.live() >= limit:
             raise ServerBusy(
@@ -172,7 +180,7 @@ class Registry:
         """Start one process for an instance; nothing is left running if it fails."""
         uid, gid = self._users.take()
         env_limits = EnvLimits(
-            memory_mb=int(tighter(self.limits.env_memory_mb, asked.memory_mb)),
+            memory_mb=int(tighter(self.limits.env_memory_mb or 0, asked.memory_mb)),
             cpu_seconds=tighter(self.limits.env_cpu_seconds, asked.cpu_seconds),
             max_files=self.limits.env_max_files,
             cgroup=self._cgroups.make(f"{instance_id}-{restarts}"),
@@ -432,6 +440,11 @@ class Registry:
 
 def _clock(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def default_memory_mb() -> int:
+    """The memory limit an env gets unless the admin says otherwise: a quarter of the machine's."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4 // 2**20
 
 
 def _asked(old: EnvHandle) -> AskedLimits:

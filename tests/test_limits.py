@@ -1,6 +1,8 @@
 """Per-env limits: memory (rlimit and the tree's RSS), CPU time, open files; the server survives."""
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import psutil
@@ -114,3 +116,28 @@ def test_create_may_tighten_the_servers_limits_but_not_loosen_them(limited: http
     assert r.status_code == 502 and "CPU limit 1 s exceeded" in r.json()["message"]
     bad = client.post("/v1/envs/", json={"env_id": "CartPole-v1", "limits": {"memory_mb": -1}})
     assert bad.status_code == 400 and "memory_mb" in bad.json()["message"]
+
+
+def test_envs_get_a_memory_limit_by_default_and_0_turns_it_off(server: Server, client: httpx.Client,
+                                                               tmp_path: Path) -> None:
+    quarter = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4 // 2**20
+    iid = create(client, "CartPole-v1")
+    assert client.get(f"/v1/envs/{iid}/").json()["limits"]["memory_mb"] == quarter
+    assert f"env_memory_mb={quarter} " in server.log.read_text()
+    off = start_server(tmp_path, "--env-memory-mb", "0")
+    try:
+        with httpx.Client(base_url=off.url, timeout=30) as c:
+            assert c.get(f"/v1/envs/{create(c, 'CartPole-v1')}/").json()["limits"]["memory_mb"] == 0
+    finally:
+        off.stop()
+
+
+def test_create_kwargs_past_the_cap_are_413_before_anything_starts(client: httpx.Client, server: Server) -> None:
+    """The amplification: a client-sent FrozenLake map of 981 KiB took 21 s and 2 GB to make."""
+    kids = server.descendants()
+    huge = ["F" * 1000] * 100  # 100 KB of map, over the 64 KiB default
+    r = client.post("/v1/envs/", json={"env_id": "FrozenLake-v1", "kwargs": {"desc": huge}})
+    assert r.status_code == 413 and "--max-kwargs-bytes" in r.json()["message"], r.text
+    assert server.descendants() <= kids
+    small = ["SFFF", "FHFH", "FFFH", "HFFG"]
+    assert client.post("/v1/envs/", json={"env_id": "FrozenLake-v1", "kwargs": {"desc": small}}).status_code == 200
