@@ -10,7 +10,8 @@ from api.fastpath import StepFastPath
 from api.params import MAX_BODY
 from api.routes import ROUTES
 from api.settings import Settings
-from supervisor.registry import Limits, Registry
+from supervisor.limits import Limits
+from supervisor.registry import Registry
 
 
 def limits_of(settings: Settings) -> Limits:

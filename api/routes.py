@@ -45,8 +45,12 @@ async def env_create(request: Request) -> Response:
     args = parse_body(await request.body(), CreateBody)
     env_id = required(args.env_id, "env_id")
     timeout = _timeout(request, request.app.state.settings.create_timeout)
-    instance_id = await _registry(request).create(env_id, args.kwargs, args.seed, timeout, args.restart, args.limits)
-    return Response(msgspec.json.encode({"instance_id": instance_id}), media_type=JSON)
+    registry = _registry(request)
+    instance_id = await registry.create(env_id, args.kwargs, args.seed, timeout, args.restart, args.limits)
+    reply: dict[str, Any] = {"instance_id": instance_id}
+    if (policy := registry.restart_policy(instance_id)) is not None:  # as the server bounded it
+        reply["restart"] = {"max": policy.max, "within_s": policy.within_s}
+    return Response(msgspec.json.encode(reply), media_type=JSON)
 
 
 @get("/v1/envs")
@@ -56,7 +60,7 @@ async def env_list_all(request: Request) -> Response:
 
 @get("/v1/envs/{instance_id:str}")
 async def env_info(request: Request, instance_id: str) -> Response:
-    return Response(msgspec.json.encode(await _registry(request).info(instance_id)), media_type=JSON)
+    return Response(msgspec.json.encode(_registry(request).info(instance_id)), media_type=JSON)
 
 
 @post("/v1/envs/{instance_id:str}/reset", status_code=200)

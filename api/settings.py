@@ -32,6 +32,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         int, Meta(ge=0, description="largest create `kwargs`, in bytes of JSON (0: no limit); past it create "
                                     "answers 413")
     ] = 65536
+    max_reply_mb: Annotated[
+        int, Meta(ge=0, description="largest reply an env may send, in MB (0: no limit); past it the env is "
+                                    "stopped (502, then 410)")
+    ] = 64
     max_envs: Annotated[
         int, Meta(ge=0, description="env processes the server runs at once; past it create answers 503 (0: no limit)")
     ] = 256

@@ -18,6 +18,9 @@ SupervisorError
 """
 
 
+from envproc.protocol import Raised
+
+
 class SupervisorError(Exception):
     """Base of all errors; `str()` is the message for the person who reads it."""
 
@@ -96,3 +99,19 @@ class NotAvailable(SupervisorError):
 
 class ConfigError(SupervisorError):
     """Raised at start when a setting names something that is not there."""
+
+
+def refusal(reply: Raised, name: str, env_id: str) -> SupervisorError:
+    """The error for a request that env `name` answered with a failure, by whose fault it was."""
+    if reply.kind == "request":
+        return BadRequest(reply.message)
+    if reply.kind == "usage":
+        advice = "; call reset first" if reply.exc_type == "ResetNeeded" else ""
+        return EnvUsage(f"{name}: {reply.message}{advice}")
+    if reply.kind == "unavailable":
+        return NotAvailable(reply.message)
+    if reply.kind == "lookup":
+        return LookupFailed(env_id, reply.message)
+    if reply.kind == "make":
+        return EnvRaised(f"{name} could not be made: {reply.message}; no env was created", reply.exc_type)
+    return EnvRaised(f"{name} raised {reply.exc_type}: {reply.message}", reply.exc_type)

@@ -23,22 +23,18 @@ from envproc.protocol import (
 )
 from supervisor import cgroups
 from supervisor.errors import (
-    BadRequest,
     EnvBusy,
     EnvCrashed,
     EnvGone,
-    EnvRaised,
     EnvTimeout,
-    EnvUsage,
-    LookupFailed,
-    NotAvailable,
     SupervisorError,
+    refusal,
 )
 from supervisor.exits import NO_LIMITS, describe_exit
 from supervisor.forkserver import Forkserver
 from supervisor.output import OutputTail
 from supervisor.pipe import PipeLost, ReplyPipe
-from supervisor.usage import oom_kills, tree_usage
+from supervisor.usage import Usage, oom_kills
 
 log = logging.getLogger("gym_supervisor.env")
 P = TypeVar("P", bound=asyncio.BaseProtocol)
@@ -63,13 +59,14 @@ class EnvHandle:
 
     def __init__(
         self, forkserver: Forkserver, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None,
-        limits: EnvLimits = NO_LIMITS, lifetime: float = 0, restarts: int = 0,
+        limits: EnvLimits = NO_LIMITS, lifetime: float = 0, restarts: int = 0, max_reply: int = 0,
         on_death: Callable[["EnvHandle"], bool] | None = None,
         on_exit: Callable[["EnvHandle"], None] | None = None,
     ) -> None:
         self._forkserver = forkserver
         self.limits = limits
         self.lifetime = lifetime
+        self.max_reply = max_reply  # bytes an env's reply may take (0: any)
         self.restarts = restarts  # how many processes this instance had before this one
         # Told of a death the env brought on itself (crash, timeout, limit); True: a restart follows.
         self._on_death = on_death
@@ -99,6 +96,7 @@ class EnvHandle:
         self._pipe: ReplyPipe | None = None
         self._exited: asyncio.Future[int | None] | None = None
         self._oom_kills: int | None = None
+        self.usage: Usage | None = None  # its process tree's, as the watcher read it last
         self.output: OutputTail | None = None
 
     # --- the interface ---
@@ -125,7 +123,7 @@ class EnvHandle:
             if self.cause is not None:  # killed while it was being forked (the server stops)
                 raise self._gone()
             self.output = await _adopt(out_end, OutputTail)
-            self._pipe = await _adopt(parent_end, lambda: ReplyPipe(self._on_mismatch, self._settled))
+            self._pipe = await _adopt(parent_end, lambda: ReplyPipe(self._on_fault, self._settled, self.max_reply))
             await self.call(Make, timeout, deadline=deadline, env_id=self.env_id, kwargs=self.kwargs,
                             seed=self.seed, limits=self.limits)
         except BaseException as exc:
@@ -199,7 +197,7 @@ class EnvHandle:
                 self.episodes += 1
             return reply.body
         assert isinstance(reply, Raised)
-        raise self._refusal(reply)
+        raise refusal(reply, self._name, self.env_id)
 
     async def kill(self, cause: str, fate: Fate | None = None) -> None:
         """SIGKILL the env's whole process group (it cannot ignore that), then reap it. `fate`:
@@ -247,13 +245,10 @@ class EnvHandle:
     def past_lifetime(self, now: float) -> bool:
         return bool(self.lifetime) and now - self.created > self.lifetime
 
-    async def info(self) -> dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         """What an admin wants to know of this env, its process tree's CPU and memory included
-        (read in a thread: psutil blocks)."""
-        cpu: float | None = None
-        rss: int | None = None
-        if self.cause is None and self.pid is not None:
-            cpu, rss = await asyncio.get_running_loop().run_in_executor(None, tree_usage, self.pid)
+        (as the watcher read them last, at most one round ago: a request reads no /proc)."""
+        used = self.usage if self.cause is None else None
         return {
             "instance_id": self.instance_id,
             "env_id": self.env_id,
@@ -264,8 +259,8 @@ class EnvHandle:
             "steps": self.steps,
             "episodes": self.episodes,
             "waiting": self.waiting,
-            "cpu_seconds": cpu,
-            "rss_bytes": rss,
+            "cpu_seconds": used.cpu_seconds if used else None,
+            "rss_bytes": used.rss_bytes if used else None,
             "limits": {"memory_mb": self.limits.memory_mb, "cpu_seconds": self.limits.cpu_seconds},
             "restarts": self.restarts,
             "cause": self.cause,
@@ -299,20 +294,6 @@ class EnvHandle:
     def _gone(self) -> EnvGone:
         """For a request that was not run: the env is dead."""
         return EnvGone(f"{self._name} {self.cause}; close it and create a new one")
-
-    def _refusal(self, reply: Raised) -> SupervisorError:
-        """The error for a request the env process answered with a failure."""
-        if reply.kind == "request":
-            return BadRequest(reply.message)
-        if reply.kind == "usage":
-            return EnvUsage(f"{self._name}: {_usage_advice(reply)}")
-        if reply.kind == "unavailable":
-            return NotAvailable(reply.message)
-        if reply.kind == "lookup":
-            return LookupFailed(self.env_id, reply.message)
-        if reply.kind == "make":
-            return EnvRaised(f"{self._name} could not be made: {reply.message}; no env was created", reply.exc_type)
-        return EnvRaised(f"{self._name} raised {reply.exc_type}: {reply.message}", reply.exc_type)
 
     # --- process plumbing ---
 
@@ -364,8 +345,8 @@ class EnvHandle:
         if self._on_exit_hook is not None:
             self._on_exit_hook(self)
 
-    def _on_mismatch(self, what: str) -> None:
-        self._set_cause(f"broke the protocol: it {what}")
+    def _on_fault(self, cause: str) -> None:
+        self._set_cause(cause)
         self._signal_group()
 
     async def _last_output(self) -> str:
@@ -406,9 +387,3 @@ async def _adopt(sock: socket.socket, factory: Callable[[], P]) -> P:
         sock.close()
         raise
     return protocol
-
-
-def _usage_advice(reply: Raised) -> str:
-    if reply.exc_type == "ResetNeeded":
-        return f"{reply.message}; call reset first"
-    return reply.message

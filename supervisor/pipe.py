@@ -4,6 +4,8 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
+import msgspec
+
 from envproc.protocol import AnyReply, decode_reply
 
 # multiprocessing.Connection's framing, which the child's send_bytes/recv_bytes use: a signed
@@ -29,15 +31,19 @@ class ReplyPipe(asyncio.Protocol):
     The child answers strictly in order, so each reply belongs to the oldest waiting request;
     its seq must say so. A request whose waiter gave up (timeout, client gone) keeps its place
     and its late reply is dropped, so it can never be read as the answer to a later request.
-    `on_settled` is called as each request leaves the FIFO, answered or lost.
+    `on_fault(cause)` is told of a child that broke the protocol or sent a reply over
+    `max_reply` bytes (0: any size), before its frame is buffered; `on_settled` is called as
+    each request leaves the FIFO, answered or lost.
     """
 
-    def __init__(self, on_mismatch: Callable[[str], None], on_settled: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, on_fault: Callable[[str], None], on_settled: Callable[[], None] = lambda: None,
+                 max_reply: int = 0) -> None:
         self._buf = bytearray()
         self._waiting: deque[tuple[int, asyncio.Future[AnyReply]]] = deque()
         self._transport: asyncio.Transport | None = None
-        self._on_mismatch = on_mismatch
+        self._on_fault = on_fault
         self._on_settled = on_settled
+        self._max_reply = max_reply
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -67,6 +73,11 @@ class ReplyPipe(asyncio.Protocol):
                 if avail < 12:
                     break
                 n, head = int.from_bytes(buf[start + 4 : start + 12], "big"), 12
+            if self._max_reply and n > self._max_reply:
+                buf.clear()
+                self._fault(f"sent a reply of {n / 2**20:.1f} MB, more than this server takes "
+                            f"({self._max_reply / 2**20:g} MB, --max-reply-mb)")
+                return
             if avail < head + n:
                 break
             body = bytes(buf[start + head : start + head + n])
@@ -76,18 +87,27 @@ class ReplyPipe(asyncio.Protocol):
             del buf[:start]
 
     def _deliver(self, raw: bytes) -> None:
-        reply = decode_reply(raw)
+        try:
+            reply = decode_reply(raw)
+        except msgspec.DecodeError:
+            self._fault("broke the protocol: it sent something that is not a reply")
+            return
         if not self._waiting:
-            self._on_mismatch(f"sent a reply (seq {reply.seq}) nobody asked for")
+            self._fault(f"broke the protocol: it sent a reply (seq {reply.seq}) nobody asked for")
             return
         seq, fut = self._waiting.popleft()
         if reply.seq != seq:
-            self._on_mismatch(f"answered request {seq} with the reply to {reply.seq}")
+            self._on_fault(f"broke the protocol: it answered request {seq} with the reply to {reply.seq}")
             if not fut.done():
                 fut.set_exception(PipeLost())  # never a wrong answer: the env is killed for it
         elif not fut.done():
             fut.set_result(reply)
         self._on_settled()
+
+    def _fault(self, cause: str) -> None:
+        """The child cannot be trusted: say why, and read no more of it (its requests are lost)."""
+        self._on_fault(cause)
+        self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True

@@ -28,12 +28,13 @@ from supervisor.errors import (
     TooLarge,
     UnknownInstance,
 )
-from supervisor.exits import memory_cause
 from supervisor.forkserver import Forkserver
-from supervisor.handle import EnvHandle, State
-from supervisor.restart import RestartPolicy, crash_loop, loop_cause, recent
-from supervisor.usage import tree_pss
+from supervisor.handle import EnvHandle
+from supervisor.limits import Limits
+from supervisor.restart import RestartPolicy, bounded, crash_loop, loop_cause, recent
+from supervisor.usage import default_memory_mb, usage_of_envs
 from supervisor.users import EnvUsers
+from supervisor.watch import over_memory, to_end, to_forget
 
 log = logging.getLogger("gym_supervisor.env")
 
@@ -43,31 +44,6 @@ RETRY_AFTER = 5  # seconds a client is told to wait when the server is full
 # The watcher's blocking reads get a thread of their own: clients polling env info, which use
 # the shared pool, cannot delay a memory round.
 _watch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-watch")
-
-
-class Limits(msgspec.Struct, frozen=True, kw_only=True):
-    """What the registry enforces; the API layer builds it from the server's settings."""
-
-    allow_modules: tuple[str, ...] = ()
-    preload: tuple[str, ...] = ()
-    env_path: tuple[str, ...] = ()  # where env modules are found (after the working directory)
-    max_envs: int = 0  # env processes alive or starting at once; 0: no limit
-    env_memory_mb: int | None = None  # per env, its whole process tree; 0: no limit; None: a quarter of the RAM
-    max_kwargs_bytes: int = 0  # largest create kwargs, as JSON; 0: no limit
-    env_cpu_seconds: float = 0  # per env process; 0: no limit
-    env_max_files: int = 0  # open files per env process; 0: as inherited
-    env_max_procs: int = 0  # processes and threads per env, where a pids cgroup can be had; 0: no limit
-    idle_timeout: float = 0  # close an env with no request for this long; 0: never
-    max_lifetime: float = 0  # close an env this long after its creation; 0: never
-    dead_retention: float = 600  # forget a dead env's cause after this long
-    watch_interval: float = 0.5  # seconds between looks at the envs (memory, idleness, age)
-    create_timeout: float = 60  # for automatic restarts, which have no request to take one from
-    restart_max: int = 0  # the restart policy of envs created without one; 0: no restarts
-    restart_within: float = 60  # and its window, also for policies that give none
-    env_user: str | None = None  # the user env code runs as
-    env_uid_range: str | None = None  # or START:COUNT, a uid of its own for each env
-    env_no_network: bool = False  # each env in a network namespace of its own
-    data_dir: str = "data"  # where monitors write
 
 
 class Registry:
@@ -157,11 +133,6 @@ class Registry:
         if cap and (size := len(msgspec.json.encode(kwargs))) > cap:
             raise TooLarge(f"create's kwargs take {size:,} bytes of JSON, more than this server's limit of {cap:,} "
                            "(--max-kwargs-bytes); pass less, or ask the admin")
-        limit = self.limits.max_envs
-        if limit and self.live() >= limit:
-            raise ServerBusy(
-                f"the server runs its limit of {limit} envs; close one of yours or retry later", RETRY_AFTER
-            )
         instance_id = uuid.uuid4().hex[:8]
         while instance_id in self._envs or instance_id in self._fates:
             instance_id = uuid.uuid4().hex[:8]
@@ -170,14 +141,16 @@ class Registry:
         if restart is None and self.limits.restart_max:
             restart = RestartPolicy(self.limits.restart_max)
         if restart is not None:
-            self._policies[instance_id] = RestartPolicy(restart.max, restart.within_s or self.limits.restart_within)
+            self._policies[instance_id] = bounded(restart, self.limits.restart_max, self.limits.restart_within)
         return instance_id
 
     async def _launch(
         self, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None, timeout: float, restarts: int,
         asked: AskedLimits,
     ) -> EnvHandle:
-        """Start one process for an instance; nothing is left running if it fails."""
+        """Start one process for an instance, if the server may run one more (every path that
+        starts a process comes here); nothing is left running if it fails."""
+        self._admit()
         uid, gid = self._users.take()
         env_limits = EnvLimits(
             memory_mb=int(tighter(self.limits.env_memory_mb or 0, asked.memory_mb)),
@@ -191,7 +164,8 @@ class Registry:
         )
         handle = EnvHandle(
             self._forkserver, instance_id, env_id, kwargs, seed, env_limits, self.limits.max_lifetime,
-            restarts=restarts, on_death=self._on_death, on_exit=self._on_exit,
+            restarts=restarts, max_reply=self.limits.max_reply_mb * 2**20, on_death=self._on_death,
+            on_exit=self._on_exit,
         )
         self._starting.add(handle)
         try:
@@ -210,6 +184,14 @@ class Registry:
             raise ShuttingDown()
         return handle
 
+    def _admit(self) -> None:
+        """Refuse one more env process past --max-envs."""
+        limit = self.limits.max_envs
+        if limit and self.live() >= limit:
+            raise ServerBusy(
+                f"the server runs its limit of {limit} envs; close one of yours or retry later", RETRY_AFTER
+            )
+
     async def _dispose(self, handle: EnvHandle, timeout: float = CLOSE_TIMEOUT, force: bool = False,
                        **how: Any) -> None:
         """Close a handle for good: its process, and then its cgroup."""
@@ -223,6 +205,8 @@ class Registry:
             raise ShuttingDown()
         await self._settle(instance_id, timeout)
         old = self.get(instance_id)
+        if old.cause is not None:  # a dead env's new process is one more: it must fit, before the old goes
+            self._admit()
         report = {"pid": old.pid, "state": old.state.value, "cause": old.cause}
         task = asyncio.create_task(self._restart_by_hand(old, timeout), name=f"restart-{instance_id}")
         self._restarting[instance_id] = task
@@ -297,6 +281,10 @@ class Registry:
             except TimeoutError:
                 pass
 
+    def restart_policy(self, instance_id: str) -> RestartPolicy | None:
+        """The policy an env runs under, as the server bounded it."""
+        return self._policies.get(instance_id)
+
     def live(self) -> int:
         """Env processes running or starting; dead envs kept for their cause do not count."""
         return len(self._starting) + sum(1 for h in self._envs.values() if h.cause is None)
@@ -307,8 +295,8 @@ class Registry:
         except KeyError:
             raise UnknownInstance(instance_id, self._fates.get(instance_id)) from None
 
-    async def info(self, instance_id: str) -> dict[str, Any]:
-        return await self.get(instance_id).info()
+    def info(self, instance_id: str) -> dict[str, Any]:
+        return self.get(instance_id).info()
 
     async def call(self, instance_id: str, kind: type[protocol.Request], timeout: float, **fields: Any) -> bytes:
         """One request to an env. A request that waited on a process that died, and was never
@@ -408,45 +396,28 @@ class Registry:
                 log.exception("watch_failed")
 
     async def _watch_round(self) -> None:
-        await self._stop_memory_hogs()
-        await asyncio.get_running_loop().run_in_executor(_watch_thread, self._cgroups.sweep)
+        loop = asyncio.get_running_loop()
+        live = [h for h in self._envs.values() if h.cause is None and h.pid is not None]
+        usage = await loop.run_in_executor(
+            _watch_thread, usage_of_envs, [(h.pid, h.limits.cgroup, h.limits.memory_mb * 2**20) for h in live]
+        )
+        for h, used in zip(live, usage, strict=True):
+            h.usage = used
+        await asyncio.gather(*(h.kill(cause) for h, cause in over_memory(live)))
+        await loop.run_in_executor(_watch_thread, self._cgroups.sweep)
         now = time.time()
-        for h in list(self._envs.values()):
-            if h.cause is None and h.state is State.READY:
-                if self.limits.idle_timeout and now - h.last_active > self.limits.idle_timeout:
-                    h.end(f"was closed as idle after {self.limits.idle_timeout:g} s")
-                elif h.past_lifetime(now):
-                    h.end(f"was closed at the end of its lifetime of {self.limits.max_lifetime:g} s")
-            elif h.died is not None and now - h.died > self.limits.dead_retention:
-                if self._envs.get(h.instance_id) is h:  # its client may have closed it meanwhile
-                    await self.close(h.instance_id, fate=f"{h.cause}, and was forgotten "
-                                                         f"{self.limits.dead_retention:g} s later,")
-                    log.info("env_forgotten instance=%s env_id=%s cause=%r", h.instance_id, h.env_id, h.cause)
-
-    async def _stop_memory_hogs(self) -> None:
-        """Kill an env whose process tree holds more than its limit: helpers have rlimits of
-        their own, so only the sum over the tree tells."""
-        live = [h for h in self._envs.values() if h.cause is None and h.pid is not None and h.limits.memory_mb]
-        if not live:
-            return
-        usage = await asyncio.get_running_loop().run_in_executor(_watch_thread, lambda: [tree_pss(h.pid) for h in live])
-        over = [
-            (h, rss) for h, rss in zip(live, usage, strict=True) if rss is not None and rss > h.limits.memory_mb * 2**20
-        ]
-        await asyncio.gather(*(
-            h.kill(f"{memory_cause(h.limits)} (its processes held {rss / 2**20:.0f} MB)") for h, rss in over
-        ))
-
-
-def _clock(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
-
-
-def default_memory_mb() -> int:
-    """The memory limit an env gets unless the admin says otherwise: a quarter of the machine's."""
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4 // 2**20
+        for h, cause in to_end(self._envs.values(), now, self.limits.idle_timeout, self.limits.max_lifetime):
+            h.end(cause)
+        for h, fate in to_forget(list(self._envs.values()), now, self.limits.dead_retention):
+            if self._envs.get(h.instance_id) is h:  # its client may have closed it meanwhile
+                await self.close(h.instance_id, fate=fate)
+                log.info("env_forgotten instance=%s env_id=%r cause=%r", h.instance_id, h.env_id, h.cause)
 
 
 def _asked(old: EnvHandle) -> AskedLimits:
     """A restarted env keeps the limits its create asked for."""
     return AskedLimits(memory_mb=old.limits.memory_mb, cpu_seconds=old.limits.cpu_seconds)
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))

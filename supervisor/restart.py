@@ -26,3 +26,13 @@ def crash_loop(history: list[float], now: float, policy: RestartPolicy) -> bool:
 
 def loop_cause(policy: RestartPolicy) -> str:
     return f"crash loop: {policy.max} restarts in {policy.within_s:g} s"
+
+
+ASKED_MAX = 3  # the most restarts a create may ask for where the server sets no --restart-max
+
+
+def bounded(asked: RestartPolicy, server_max: int, server_within: float) -> RestartPolicy:
+    """A create's policy within the server's bounds: at most --restart-max restarts (ASKED_MAX
+    where the server sets none), in a window no shorter than --restart-within, so that no
+    client can ask for a crash loop that never ends."""
+    return RestartPolicy(min(asked.max, server_max or ASKED_MAX), max(asked.within_s or server_within, server_within))

@@ -1,5 +1,6 @@
 """A real server on a free loopback port, started as a user would start it."""
 
+import resource
 import signal
 import socket
 import subprocess
@@ -43,9 +44,10 @@ class Server:
 
 
 def start_server(tmp: Path, *extra: str, seed_flags: bool = False, cwd: Path = ROOT,
-                 allow_faulty: bool = True) -> Server:
+                 allow_faulty: bool = True, nofile: int | None = None) -> Server:
     """Start the installed `gym-supervisor serve` on a free loopback port, from `cwd` (where the
-    test envs' module is found); `seed_flags` uses -l/-p for the address."""
+    test envs' module is found); `seed_flags` uses -l/-p for the address; `nofile` caps its
+    descriptors, as `ulimit -n` would."""
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     data_dir = tmp / "data"
@@ -54,7 +56,8 @@ def start_server(tmp: Path, *extra: str, seed_flags: bool = False, cwd: Path = R
     allow = ["--allow-module", FAULTY] if allow_faulty else []
     cmd = [COMMAND, "serve", *where, "--data-dir", str(data_dir), *allow, *extra]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        cap = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=cap)
     url = f"http://127.0.0.1:{port}"
     wait_answering(proc, url, log)
     return Server(proc, url, data_dir, log, list(extra))

@@ -265,6 +265,13 @@ class SwapsDirs(Base):
         return obs, info
 
 
+class HugeReply(Base):
+    """Its step's info carries `action` MB of text: a reply as big as the env likes."""
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        return 1, 0.0, False, False, {"blob": "x" * (int(action) * 2**20)}
+
+
 class ReportsModules(Base):
     """Its reset says which modules of the server side its process holds (it must hold none)."""
 
@@ -342,5 +349,5 @@ class Image(gym.Env):
 
 
 for _cls in (Raises, Segfaults, Exits, Spins, IgnoresTerm, Slow, SpawnsHelpers, MemoryBomb, HelperHog, FileHog, ForkBomb, EscapesGroup,
-             ListsFds, Floods, PrintsThenCrashes, Probes, SwapsDirs, ReportsModules, HangsInInit, RaisesInInit, Structured, Image):
+             ListsFds, Floods, PrintsThenCrashes, Probes, SwapsDirs, HugeReply, ReportsModules, HangsInInit, RaisesInInit, Structured, Image):
     gym.register(id=f"{_cls.__name__}-v0", entry_point=_cls, disable_env_checker=True)

@@ -141,3 +141,51 @@ def test_create_kwargs_past_the_cap_are_413_before_anything_starts(client: httpx
     assert server.descendants() <= kids
     small = ["SFFF", "FHFH", "FFFH", "HFFG"]
     assert client.post("/v1/envs/", json={"env_id": "FrozenLake-v1", "kwargs": {"desc": small}}).status_code == 200
+
+
+def test_a_reply_past_the_cap_stops_its_env_before_the_server_buffers_it(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--max-reply-mb", "2")
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            iid = create(c, faulty("HugeReply"))
+            c.post(f"/v1/envs/{iid}/reset/")
+            assert c.post(f"/v1/envs/{iid}/step/", json={"action": 1}).status_code == 200  # 1 MB: fine
+            rss = psutil.Process(srv.proc.pid).memory_info().rss
+            r = c.post(f"/v1/envs/{iid}/step/", json={"action": 19})  # 19 MB
+            assert r.status_code == 502 and "more than this server takes (2 MB, --max-reply-mb)" in r.text, r.text
+            assert psutil.Process(srv.proc.pid).memory_info().rss < rss + 10 * 2**20  # it never held 19 MB
+            assert c.post(f"/v1/envs/{iid}/reset/").status_code == 410
+    finally:
+        srv.stop()
+
+
+def test_dead_envs_hold_no_descriptor(tmp_path: Path) -> None:
+    """Under a descriptor limit of 128, 150 envs that crash and are not closed must not make
+    creates fail: a dead env keeps its record, not its pipes."""
+    srv = start_server(tmp_path, "--env-memory-mb", "0", nofile=128)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            for _ in range(150):
+                iid = create(c, faulty("Segfaults"))
+                c.post(f"/v1/envs/{iid}/reset/")
+                assert c.post(f"/v1/envs/{iid}/step/", json={"action": 0}).status_code == 502
+            assert len(c.get("/v1/envs/").json()["all_envs"]) == 150  # all kept, with their causes
+            assert psutil.Process(srv.proc.pid).num_fds() < 64
+    finally:
+        srv.stop()
+
+
+def test_every_start_passes_the_env_limit_restart_included(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--max-envs", "2")
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            dead = create(c, faulty("Segfaults"))
+            c.post(f"/v1/envs/{dead}/reset/")
+            assert c.post(f"/v1/envs/{dead}/step/", json={"action": 0}).status_code == 502
+            create(c, "CartPole-v1")
+            create(c, "CartPole-v1")  # two live: the limit
+            r = c.post(f"/v1/envs/{dead}/restart/")  # would make three
+            assert r.status_code == 503 and "limit of 2 envs" in r.json()["message"], r.text
+            assert c.get(f"/v1/envs/{dead}/").json()["state"] == "dead"
+    finally:
+        srv.stop()

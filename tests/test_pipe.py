@@ -83,7 +83,7 @@ def test_reply_with_the_wrong_seq_is_reported_not_delivered(run: Callable) -> No
         fut = pipe.send(1, encode(Sample(1)))
         await asyncio.to_thread(answer, child, 1, lambda s: b"stale", seq=lambda s: 7)
         await asyncio.wait_for(problems.seen.wait(), 10)
-        assert problems == ["answered request 1 with the reply to 7"]
+        assert problems == ["broke the protocol: it answered request 1 with the reply to 7"]
         with pytest.raises(PipeLost):
             await fut
         pipe.close()

@@ -135,3 +135,19 @@ def test_restart_by_hand_answers_the_request_in_flight_and_hands_the_waiting_one
     assert step.status_code == 502 and "was restarted by a restart request while this request ran" in step.text
     reset = results["reset"]  # it had not run: the new process ran it
     assert reset.status_code == 200 and reset.json()["info"]["pid"] == r.json()["new"]["pid"] != old_pid
+
+
+def test_a_clients_restart_policy_is_held_to_the_servers_bounds(client: httpx.Client) -> None:
+    """{"max": 1e6, "within_s": 1e-6} would restart a crashing env for ever."""
+    r = client.post("/v1/envs/", json={"env_id": faulty("Exits"), "restart": {"max": 1e6, "within_s": 1e-6}})
+    assert r.status_code == 200 and r.json()["restart"] == {"max": 3, "within_s": 60}, r.text
+    iid = r.json()["instance_id"]
+    for _ in range(3):
+        client.post(f"/v1/envs/{iid}/reset/")
+        assert client.post(f"/v1/envs/{iid}/step/", json={"action": 0}).status_code == 502
+    deadline = time.monotonic() + 20
+    while "crash loop" not in (cause := client.get(f"/v1/envs/{iid}/").json()["cause"] or ""):
+        if client.post(f"/v1/envs/{iid}/reset/").status_code == 200:  # restarted: crash it again
+            assert client.post(f"/v1/envs/{iid}/step/", json={"action": 0}).status_code == 502
+        assert time.monotonic() < deadline, cause
+    assert cause.startswith("crash loop: 3 restarts in 60 s")

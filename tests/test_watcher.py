@@ -8,7 +8,8 @@ import pytest
 
 from envproc.protocol import Reset, Step
 from supervisor.errors import EnvCrashed
-from supervisor.registry import Limits, Registry
+from supervisor.limits import Limits
+from supervisor.registry import Registry
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -51,3 +52,17 @@ def test_a_failed_watch_round_is_logged_and_the_limits_still_act(caplog: pytest.
     assert cause == "was closed as idle after 1 s"
     failed = [r for r in caplog.records if r.getMessage() == "watch_failed"]
     assert failed and failed[0].exc_info and "one bad round" in str(failed[0].exc_info[1])
+
+
+def test_dead_envs_past_the_cap_are_forgotten_oldest_first() -> None:
+    from supervisor.watch import to_forget
+
+    class Dead:
+        def __init__(self, died: float) -> None:
+            self.died, self.cause = died, "was killed by SIGSEGV"
+
+    envs = [Dead(100.0 + i) for i in range(5)]
+    forgotten = to_forget(envs, now=110.0, retention=600, kept=3)  # type: ignore[arg-type]
+    assert [h.died for h, _ in forgotten] == [100.0, 101.0]  # the two oldest, early
+    assert "dead envs being too many" in forgotten[0][1]
+    assert [h.died for h, _ in to_forget(envs, now=701.5, retention=600, kept=10)] == [100.0, 101.0]  # retention
