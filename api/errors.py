@@ -58,7 +58,7 @@ def http_error(request: Request, exc: HTTPException) -> Response:
 
 
 def internal_error(request: Request, exc: Exception) -> Response:
-    log.exception("internal_error path=%s", request.url.path)
+    log.exception("internal_error path=%r", request.url.path)
     return Response(
         error_body(f"internal server error ({type(exc).__name__}: {exc}); please report it"),
         status_code=500,

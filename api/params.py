@@ -1,9 +1,10 @@
 """Request bodies and headers read as the seed reads them: pure functions over bytes."""
 
 import math
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
+from msgspec import Meta
 
 from supervisor.asked import NONE_ASKED, AskedLimits
 from supervisor.errors import BadRequest
@@ -15,16 +16,19 @@ NOT_JSON = "Request is not a valid json"
 MAX_BODY = 10_000_000  # bytes; Litestar's default, applied to the step fast path too
 
 
+Seed = Annotated[int, Meta(ge=0)]  # as numpy takes seeds
+
+
 class CreateBody(msgspec.Struct):
     env_id: str | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     kwargs: dict[str, Any] = {}
     restart: RestartPolicy | None = None
     limits: AskedLimits = NONE_ASKED
 
 
 class ResetBody(msgspec.Struct):
-    seed: int | None = None
+    seed: Seed | None = None
     options: dict[str, Any] | None = None
 
 
@@ -41,6 +45,10 @@ class UploadBody(msgspec.Struct):
     algorithm_id: str | None = None
 
 
+class NestedTooDeeply(BadRequest):
+    """JSON, but nested deeper than the decoder goes: refused even where a body may be ignored."""
+
+
 def _absent(value: Any) -> bool:
     return value is None or value == "" or value == []
 
@@ -53,6 +61,8 @@ def parse_object(raw: bytes) -> dict[str, Any]:
         obj = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         raise BadRequest(NOT_JSON) from None
+    except RecursionError:
+        raise NestedTooDeeply(f"{NOT_JSON}: it is nested too deeply") from None
     if obj is None:
         return {}
     if not isinstance(obj, dict):
@@ -74,11 +84,15 @@ def parse_body(raw: bytes, kind: type[T]) -> T:
 
 
 def lenient_body(raw: bytes, kind: type[T]) -> T:
-    """For routes that ignore a body they cannot read (old clients send anything to reset)."""
+    """For routes that ignore a body they cannot read (old clients send anything to reset); a
+    JSON object with a bad parameter is still refused, not read as no parameter."""
     try:
-        return parse_body(raw, kind)
+        parse_object(raw)
+    except NestedTooDeeply:
+        raise
     except BadRequest:
         return kind()
+    return parse_body(raw, kind)
 
 
 def required(value: Any, name: str) -> Any:

@@ -50,6 +50,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     env_max_procs: Annotated[
         int, Meta(ge=0, description="processes and threads per env, helpers included, where a pids cgroup can be had (0: no limit)")
     ] = 512
+    max_procs: Annotated[
+        int, Meta(ge=0, description="processes and threads of all envs together, where a pids cgroup can be had "
+                                    "(default: half of the machine's pid_max; 0: no limit)")
+    ] | None = None
     idle_timeout: Annotated[
         float, Meta(ge=0, description="close an env after this many seconds without a request (0: never)")
     ] = 0

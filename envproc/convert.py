@@ -169,7 +169,7 @@ def _(space: spaces.Space, x: Any) -> Any:
         a = np.asarray(x, dtype=space.dtype)
         if a.shape != space.shape:
             a = a.reshape(space.shape)  # a flat list of the right size is accepted, as numpy would
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise BadValue(f"value does not fit {space}: {exc}") from None
     if not isinstance(space, spaces.Box) and not space.contains(a):
         raise BadValue(f"{x!r} is outside {space}")
@@ -216,7 +216,7 @@ def parse_scalar(text: str) -> Any:
     """A value from a URL segment: JSON if it parses (`3`, `[1,2]`), else the string itself."""
     try:
         return msgspec.json.decode(text)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return text
 
 

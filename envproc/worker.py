@@ -107,6 +107,8 @@ def parse_step(body: bytes) -> StepBody:
         args = _decode_step(body) if body.strip() else None
     except (msgspec.DecodeError, msgspec.ValidationError):
         raise BadBody("Request is not a valid json") from None
+    except RecursionError:
+        raise BadBody("Request is not a valid json: it is nested too deeply") from None
     args = args or StepBody()
     if args.action is None or args.action == "" or args.action == []:
         raise BadBody("A required request parameter 'action' was not provided")

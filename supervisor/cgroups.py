@@ -30,19 +30,21 @@ def _pids_root() -> Path | None:
 class PidsCgroups:
     """Owns this server's cgroup directory and one child directory per env."""
 
-    def __init__(self, max_procs: int) -> None:
+    def __init__(self, max_procs: int, max_procs_total: int = 0) -> None:
         self.max_procs = max_procs
         self.base: Path | None = None
         self._pending: set[str] = set()
-        root = _pids_root() if max_procs else None
+        root = _pids_root() if max_procs or max_procs_total else None
         if root is None:
-            if max_procs:
+            if max_procs or max_procs_total:
                 log.warning("pids_limit_unavailable reason='no pids cgroup this process may use'")
             return
         _remove_stale(root)
         base = root / f"gym-supervisor-{os.getpid()}"
         try:
             base.mkdir(exist_ok=True)
+            if max_procs_total:  # all envs together: the machine keeps pids for everything else
+                (base / "pids.max").write_text(str(max_procs_total))
         except OSError as exc:
             log.warning("pids_limit_unavailable reason=%r", str(exc))
             return
@@ -54,7 +56,8 @@ class PidsCgroups:
         path = self.base / instance_id
         try:
             path.mkdir()
-            (path / "pids.max").write_text(str(self.max_procs))
+            if self.max_procs:
+                (path / "pids.max").write_text(str(self.max_procs))
         except OSError as exc:
             log.warning("pids_limit_unavailable instance=%s reason=%r", instance_id, str(exc))
             return None

@@ -133,10 +133,10 @@ class EnvHandle:
             self._closing = True  # not an env's death: a create that failed, told to its client
             await self.kill("failed to start")
             self._release()
-            log.info("env_not_created instance=%s env_id=%s pid=%s error=%r", self.instance_id, self.env_id, self.pid, str(exc))
+            log.info("env_not_created instance=%s env_id=%r pid=%s error=%r", self.instance_id, self.env_id, self.pid, str(exc))
             raise
         self._made = True
-        log.info("env_created instance=%s env_id=%s pid=%s", self.instance_id, self.env_id, self.pid)
+        log.info("env_created instance=%s env_id=%r pid=%s", self.instance_id, self.env_id, self.pid)
 
     async def call(self, kind: type[Request], timeout: float, *, deadline: float | None = None,
                    **fields: Any) -> bytes:
@@ -225,7 +225,7 @@ class EnvHandle:
         await self.kill("was closed", fate)
         self._release()
         self._closed = True
-        log.info("env_closed instance=%s env_id=%s pid=%s", self.instance_id, self.env_id, self.pid)
+        log.info("env_closed instance=%s env_id=%r pid=%s", self.instance_id, self.env_id, self.pid)
 
     def end(self, cause: str) -> None:
         """Stop the env now without waiting; it stays listed, dead with this cause, and is not
@@ -306,7 +306,7 @@ class EnvHandle:
         if self._pipe is not None:
             self._pipe.close()  # the requests waiting on a dead env are told so now, not at its reaping
         if not self._closing:
-            log.warning("env_dead instance=%s env_id=%s pid=%s cause=%r", self.instance_id, self.env_id, self.pid, cause)
+            log.warning("env_dead instance=%s env_id=%r pid=%s cause=%r", self.instance_id, self.env_id, self.pid, cause)
             if self._on_death is not None and not self._ended_by_us and self._fate is None:
                 self._restart_follows = self._on_death(self)
 

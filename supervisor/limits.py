@@ -16,6 +16,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     env_cpu_seconds: float = 0  # per env process; 0: no limit
     env_max_files: int = 0  # open files per env process; 0: as inherited
     env_max_procs: int = 0  # processes and threads per env, where a pids cgroup can be had; 0: no limit
+    max_procs: int | None = None  # of all envs together; 0: no limit; None: half the machine's pid_max
     idle_timeout: float = 0  # close an env with no request for this long; 0: never
     max_lifetime: float = 0  # close an env this long after its creation; 0: never
     dead_retention: float = 600  # forget a dead env's cause after this long

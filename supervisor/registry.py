@@ -32,7 +32,7 @@ from supervisor.forkserver import Forkserver
 from supervisor.handle import EnvHandle
 from supervisor.limits import Limits
 from supervisor.restart import RestartPolicy, bounded, crash_loop, loop_cause, recent
-from supervisor.usage import default_memory_mb, usage_of_envs
+from supervisor.usage import default_max_procs, default_memory_mb, usage_of_envs
 from supervisor.users import EnvUsers
 from supervisor.watch import over_memory, to_end, to_forget
 
@@ -51,9 +51,11 @@ class Registry:
     recently closed or forgotten ids."""
 
     def __init__(self, limits: Limits) -> None:
-        if limits.env_memory_mb is None:
-            limits = msgspec.structs.replace(limits, env_memory_mb=default_memory_mb())
-        self.limits = limits
+        self.limits = limits = msgspec.structs.replace(  # the defaults that depend on the machine
+            limits,
+            env_memory_mb=default_memory_mb() if limits.env_memory_mb is None else limits.env_memory_mb,
+            max_procs=default_max_procs() if limits.max_procs is None else limits.max_procs,
+        )
         self._users = EnvUsers(limits.env_user, limits.env_uid_range)
         if limits.env_no_network and self._users.any is None:
             raise ConfigError(
@@ -73,7 +75,7 @@ class Registry:
         self._closed = asyncio.Event()
         self._hurry = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
-        self._cgroups = PidsCgroups(limits.env_max_procs)
+        self._cgroups = PidsCgroups(limits.env_max_procs, limits.max_procs or 0)
         self._policies: dict[str, RestartPolicy] = {}
         self._history: dict[str, list[float]] = {}  # automatic restart times per instance
         self._restarting: dict[str, asyncio.Task[None]] = {}
@@ -231,7 +233,7 @@ class Registry:
             await self._dispose(new)
             raise UnknownInstance(iid, self._fates.get(iid))
         self._envs[iid] = new
-        log.info("env_restarted instance=%s env_id=%s old_pid=%s pid=%s", iid, new.env_id, old.pid, new.pid)
+        log.info("env_restarted instance=%s env_id=%r old_pid=%s pid=%s", iid, new.env_id, old.pid, new.pid)
         return new
 
     def _on_exit(self, handle: EnvHandle) -> None:
@@ -255,7 +257,7 @@ class Registry:
         history = recent(self._history.get(iid, []), now, policy)
         if crash_loop(history, now, policy):
             old.amend_cause(loop_cause(policy))
-            log.warning("env_crash_loop instance=%s env_id=%s cause=%r", iid, old.env_id, old.cause)
+            log.warning("env_crash_loop instance=%s env_id=%r cause=%r", iid, old.env_id, old.cause)
             return
         self._history[iid] = [*history, now]
         try:
@@ -269,7 +271,7 @@ class Registry:
             await self._dispose(new)
             return
         self._envs[iid] = new
-        log.info("env_restarted instance=%s env_id=%s old_pid=%s pid=%s restarts=%d",
+        log.info("env_restarted instance=%s env_id=%r old_pid=%s pid=%s restarts=%d",
                  iid, new.env_id, old.pid, new.pid, new.restarts)
 
     async def _settle(self, instance_id: str, timeout: float) -> None:

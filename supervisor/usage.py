@@ -111,3 +111,13 @@ def oom_kills() -> int | None:
 def default_memory_mb() -> int:
     """The memory limit an env gets unless the admin says otherwise: a quarter of the machine's."""
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4 // 2**20
+
+
+def default_max_procs() -> int:
+    """Processes and threads all envs together may have unless the admin says otherwise: half
+    of the machine's pids, so that a swarm of fork bombs leaves the rest to everything else."""
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            return int(f.read()) // 2
+    except (OSError, ValueError):
+        return 16384

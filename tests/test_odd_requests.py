@@ -2,12 +2,14 @@
 
 import http.client
 import json
+import socket
+import time
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.conftest import Server, create
+from tests.conftest import FAULTY, Server, create
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -113,3 +115,58 @@ def test_body_over_the_limit_is_413(client: httpx.Client, route: str) -> None:
     r = client.post(f"/v1/envs/{iid}/{route}", content=b'{"action": 1, "pad": "' + b"x" * 10_000_001 + b'"}')
     assert r.status_code == 413 and "message" in r.json()
     assert client.post(f"/v1/envs/{iid}/step/", json={"action": 1}).status_code == 200
+
+
+DEEP = b"[" * 1500 + b"]" * 1500
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "", b'{"env_id": "CartPole-v1", "kwargs": {"x": ' + DEEP + b"}}"),
+    ("POST", "{iid}/reset/", b'{"options": ' + DEEP + b"}"),
+    ("POST", "{iid}/step/", b'{"action": ' + DEEP + b"}"),
+    ("POST", "{iid}/observation_space/contains", b'{"shape": ' + DEEP + b"}"),
+    ("POST", "", b'{"env_id": "CartPole-v1", "seed": -1}'),
+    ("POST", "{iid}/reset/", b'{"seed": -1}'),
+])
+def test_deep_or_out_of_range_input_is_400_not_500(client: httpx.Client, method: str, path: str, body: bytes) -> None:
+    iid = create(client, "CartPole-v1")
+    client.post(f"/v1/envs/{iid}/reset/")
+    r = client.request(method, f"/v1/envs/{path.format(iid=iid)}", content=body)
+    assert r.status_code == 400, r.text
+    assert client.post(f"/v1/envs/{iid}/step/", json={"action": 0}).status_code == 200  # and the env lives
+
+
+def test_a_huge_number_as_a_box_action_is_400(client: httpx.Client) -> None:
+    iid = create(client, "Pendulum-v1")
+    client.post(f"/v1/envs/{iid}/reset/")
+    r = client.post(f"/v1/envs/{iid}/step/", content=b'{"action": [1' + b"0" * 400 + b"]}")
+    assert r.status_code == 400 and "action" in r.json()["message"], r.text
+
+
+def test_a_deep_url_value_for_contains_is_just_not_a_member(client: httpx.Client) -> None:
+    iid = create(client, "CartPole-v1")
+    r = client.get(f"/v1/envs/{iid}/action_space/contains/{'[' * 1200}")
+    assert r.status_code == 200 and r.json() == {"member": False}
+
+
+def test_an_env_id_cannot_forge_a_log_line(client: httpx.Client, server: Server) -> None:
+    forged = "CartPole-v1\n2026-01-01 00:00:00,000 WARNING gym_supervisor.env env_dead instance=forged"
+    client.post("/v1/envs/", json={"env_id": forged})
+    client.post("/v1/envs/", json={"env_id": f"{FAULTY}:RaisesInInit-v0\ninstance=forged"})
+    assert not [line for line in server.log.read_text().splitlines() if line.startswith("2026-01-01")]
+    assert "instance=forged" not in [part for line in server.log.read_text().splitlines() for part in line.split()[:5]]
+
+
+def test_a_step_whose_body_is_cut_short_never_reaches_the_env(server: Server, client: httpx.Client) -> None:
+    iid = create(client, "CartPole-v1")
+    client.post(f"/v1/envs/{iid}/reset/")
+    u = urlsplit(server.url)
+    with socket.create_connection((u.hostname, u.port)) as sock:
+        sock.sendall(f"POST /v1/envs/{iid}/step/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode()
+                     + b'{"action": 0}')  # a JSON whole in itself, but 13 of the 1000 bytes it announced
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:  # give a server that would step it the time to
+        assert client.get(f"/v1/envs/{iid}/").json()["steps"] == 0
+        time.sleep(0.1)
+    assert client.post(f"/v1/envs/{iid}/step/", json={"action": 0}).status_code == 200
+    assert client.get(f"/v1/envs/{iid}/").json()["steps"] == 1

@@ -131,3 +131,21 @@ def test_a_fork_that_fails_fails_its_create_only(tmp_path: Path) -> None:
                 (cap.parent / "cgroup.procs").write_text(pid)
             cap.rmdir()
         srv.stop()
+
+
+@needs_cgroups
+def test_all_envs_together_stay_under_the_servers_process_cap(tmp_path: Path) -> None:
+    """A swarm of fork bombs, each under its own cap, must still leave the machine's pids alone."""
+    srv = start_server(tmp_path, "--env-max-procs", "32", "--max-procs", "40")
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            forked = []
+            for _ in range(2):
+                iid = create(c, faulty("ForkBomb"))
+                c.post(f"/v1/envs/{iid}/reset/")
+                forked.append(c.post(f"/v1/envs/{iid}/step/", json={"action": 0}).json()["info"]["forked"])
+            assert 0 < forked[0] <= 30  # alone: its own cap of 32, itself and its guardian among them
+            assert sum(forked) <= 40 - 2, forked  # together: 40, less the two envs' own guardians at least
+            assert "max_procs=40 " in srv.log.read_text()
+    finally:
+        srv.stop()
