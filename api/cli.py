@@ -3,6 +3,7 @@
 import argparse
 import errno
 import logging
+import resource
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         import uvicorn
 
         from api.app import build
+        from api.http import GuardedHttp
+        from api.http import Limits as HttpLimits
         from api.server import Server, listen
         from supervisor.errors import SupervisorError
     except ImportError as exc:
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    _raise_descriptor_limit()
     try:
         sock = listen(settings.host, settings.port)
     except OSError as exc:
@@ -94,8 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     except SupervisorError as exc:
         sock.close()
         parser.error(str(exc))
+    http = type("ServerHttp", (GuardedHttp,), {"limits": HttpLimits(settings.read_timeout, settings.max_connections)})
     config = uvicorn.Config(
-        app, loop="uvloop", http="httptools", lifespan="on", log_level=settings.log_level,
+        app, loop="uvloop", http=http, lifespan="on", log_level=settings.log_level,
         access_log=False, timeout_graceful_shutdown=int(settings.shutdown_grace) + 2,
     )
     server = Server(config, app.registry, settings.shutdown_grace)
@@ -107,6 +112,15 @@ def main(argv: list[str] | None = None) -> None:
     log.info("server_started version=%s url=http://%s:%d %s", _version(), host, sock.getsockname()[1],
              " ".join(f"{k}={v!r}" for k, v in effective.items() if k not in ("host", "port")))
     server.run(sockets=[sock])
+
+
+def _raise_descriptor_limit() -> None:
+    """Take the descriptors the machine allows (a connection or an env pipe is one each): a
+    soft limit of 1024 would run out long before --max-connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 if __name__ == "__main__":

@@ -78,6 +78,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     env_no_network: Annotated[
         bool, Meta(description="run each env in a network namespace of its own, with only loopback")
     ] = False
+    read_timeout: Annotated[
+        float, Meta(ge=0, description="seconds a client may take to send a request's line and headers, or leave "
+                                      "its body unsent, before it is answered 408 and cut off (0: for ever)")
+    ] = 10.0
+    max_connections: Annotated[
+        int, Meta(ge=0, description="client connections open at once; past it a new one is answered 503 and "
+                                    "closed (0: no limit)")
+    ] = 1000
     shutdown_grace: Annotated[
         float, Meta(ge=0, description="seconds requests still running may take to finish when the server stops; "
                                       "then their envs are killed and they are answered 503")

@@ -1,0 +1,199 @@
+"""The HTTP connection, guarded: what one client can make the server hold is bounded (the size
+and pace of a request's head, the pace of its body, the bodies in flight together, the number of
+connections), and a client past a bound is answered as nginx would (431, 408, 503), in JSON,
+and cut off. uvicorn offers none of these for httptools but the keep-alive timeout."""
+
+import asyncio
+from typing import Any
+
+import msgspec
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from api.params import MAX_BODY
+
+MAX_HEAD = 32 * 1024  # bytes of request line and headers
+MAX_HEADERS = 100
+MAX_BODIES = 16 * MAX_BODY  # bytes the bodies of requests in flight may announce together
+LINGER = 2.0  # seconds a refused connection is read (and its bytes dropped) before it is closed
+REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
+
+
+class Limits(msgspec.Struct, frozen=True):
+    read_timeout: float  # seconds a client may leave a request half sent (0: for ever)
+    max_connections: int  # open at once (0: no limit)
+
+
+class GuardedHttp(HttpToolsProtocol):
+    """Owns one connection's bounds: its head's size and deadline, its body's pace, its share of
+    the bodies in flight."""
+
+    limits = Limits(read_timeout=10.0, max_connections=0)  # set by the CLI from the settings
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True
+        self._head_bytes = 0
+        self._headers = self._head_size = 0
+        self._turns = 0  # heads and bodies ended on this connection
+        self._refused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._reserved = 0
+
+    # --- the connection ---
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        cap = self.limits.max_connections
+        if cap and len(self.connections) > cap:
+            self._refuse(503, f"the server has its limit of {cap} connections open; retry later", linger=False)
+            return
+        self._arm()  # a connection that never sends a byte is closed too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self._release()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # answered and closing: what it still sends is dropped unread
+        if self._in_head and self._head_bytes == 0:
+            self._arm()  # the head's deadline runs from its first byte
+        turns = self._turns
+        super().data_received(data)
+        # A chunk that ended no head and no body was all head (the parser holds it): count it.
+        if self._in_head and self._turns == turns and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                self._refuse(431, f"the request's line and headers pass {MAX_HEAD:,} bytes")
+
+    # --- the parser's events ---
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._headers = self._head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers += 1
+        self._head_size += len(name) + len(value)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._head_bytes = False, 0
+        self._turns += 1
+        self._disarm()
+        refusal = self._admit()
+        if refusal is None:
+            super().on_headers_complete()
+            if self._has_body():
+                self._arm()  # the body's pace: no gap longer than the read timeout
+            return
+        app, self.app = self.app, _answer(*refusal)  # the refusal is this request's answer, then close
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
+
+    def on_body(self, body: bytes) -> None:
+        self._arm()
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._in_head = True
+        self._turns += 1
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        self._release()
+        super().on_response_complete()
+
+    # --- the bounds ---
+
+    def _admit(self) -> tuple[int, str] | None:
+        """None, or why this request is refused now that its head is known."""
+        if self._head_size > MAX_HEAD:  # a big head that came whole (one that never ends is cut in data_received)
+            return 431, f"the request's line and headers pass {MAX_HEAD:,} bytes"
+        if self._headers > MAX_HEADERS:
+            return 431, f"the request has {self._headers} headers, more than {MAX_HEADERS}"
+        announced = self._announced()
+        state = self.server_state
+        in_flight = getattr(state, "body_bytes", 0)
+        if announced and in_flight + announced > MAX_BODIES:
+            return 503, "the server is taking in too many request bodies at once; retry shortly"
+        self._reserved = announced
+        state.body_bytes = in_flight + announced  # type: ignore[attr-defined]
+        return None
+
+    def _announced(self) -> int:
+        """The body bytes this request announces (a chunked body counts as the largest one)."""
+        for name, value in self.headers:
+            if name == b"content-length" and value.isdigit():
+                return min(int(value), MAX_BODY + 1)
+            if name == b"transfer-encoding":
+                return MAX_BODY
+        return 0
+
+    def _has_body(self) -> bool:
+        return self._reserved > 0
+
+    def _release(self) -> None:
+        if self._reserved:
+            self.server_state.body_bytes -= self._reserved  # type: ignore[attr-defined]
+            self._reserved = 0
+
+    def _arm(self) -> None:
+        self._disarm()
+        if self.limits.read_timeout:
+            self._timer = self.loop.call_later(self.limits.read_timeout, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.transport.is_closing() or self._refused:
+            return
+        if self._in_head and self._head_bytes == 0 and self.cycle is None:
+            self.transport.close()  # it never said a word: nothing to answer
+        elif self.cycle is None or not self.cycle.response_started:
+            self._refuse(408, f"the request was not sent within {self.limits.read_timeout:g} s "
+                              "(--read-timeout); send it whole, without pauses")
+        else:
+            self.transport.close()
+
+    def _refuse(self, status: int, message: str, linger: bool = True) -> None:
+        """Answer at once, outside any request cycle, and close. The close lingers (as nginx's
+        does): a client still sending when refused would otherwise get a reset that destroys
+        the answer before it reads it; what it sends meanwhile is dropped."""
+        body = msgspec.json.encode({"message": message})
+        self._refused = True
+        self._disarm()
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % (status, REASONS[status], len(body)) + body
+        )
+        if linger and self.transport.can_write_eof():  # not past the connection cap: that would hold more
+            self.transport.write_eof()
+            self._timer = self.loop.call_later(LINGER, self.transport.close)
+        else:
+            self.transport.close()
+
+
+def _answer(status: int, message: str) -> Any:
+    """An ASGI app that answers every request with this status and message, and closes."""
+    body = msgspec.json.encode({"message": message})
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
