@@ -1,7 +1,11 @@
 """The HTTP connection, guarded: what one client can make the server hold is bounded (the size
 and pace of a request's head, the pace of its body, the bodies in flight together, the number of
 connections), and a client past a bound is answered as nginx would (431, 408, 503), in JSON,
-and cut off. uvicorn offers none of these for httptools but the keep-alive timeout."""
+and cut off. uvicorn offers none of these for httptools but the keep-alive timeout.
+
+The checks cost a request that arrives whole nothing but a few comparisons: no timer is set
+for it, and its head is measured from what the parser already collected.
+"""
 
 import asyncio
 from typing import Any
@@ -27,17 +31,17 @@ class GuardedHttp(HttpToolsProtocol):
     """Owns one connection's bounds: its head's size and deadline, its body's pace, its share of
     the bodies in flight."""
 
-    limits = Limits(read_timeout=10.0, max_connections=0)  # set by the CLI from the settings
+    limits = Limits(read_timeout=10.0, max_connections=0)  # a subclass per server sets its own
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._in_head = True
-        self._head_bytes = 0
-        self._headers = self._head_size = 0
+        self._in_head = True  # between requests, or in a head: not in a body
+        self._head_bytes = 0  # of a head that has not ended, as it arrived
         self._turns = 0  # heads and bodies ended on this connection
         self._refused = False
         self._timer: asyncio.TimerHandle | None = None
-        self._reserved = 0
+        self._last_read = 0.0  # when body bytes last came
+        self._reserved = 0  # body bytes this connection's request announced
 
     # --- the connection ---
 
@@ -47,7 +51,7 @@ class GuardedHttp(HttpToolsProtocol):
         if cap and len(self.connections) > cap:
             self._refuse(503, f"the server has its limit of {cap} connections open; retry later", linger=False)
             return
-        self._arm()  # a connection that never sends a byte is closed too
+        self._arm()  # its first head must come in time, or the connection goes
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -57,30 +61,22 @@ class GuardedHttp(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # answered and closing: what it still sends is dropped unread
-        if self._in_head and self._head_bytes == 0:
-            self._arm()  # the head's deadline runs from its first byte
         turns = self._turns
         super().data_received(data)
-        # A chunk that ended no head and no body was all head (the parser holds it): count it.
-        if self._in_head and self._turns == turns and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if not self._in_head:  # in a body: the pace counts, from now
+            self._last_read = self.loop.time()
+            if self._timer is None:
+                self._arm()
+        elif self._turns == turns:  # a chunk that ended no head and no body was all head: count it
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD:
                 self._refuse(431, f"the request's line and headers pass {MAX_HEAD:,} bytes")
+            elif self._timer is None:
+                self._arm()  # the head's deadline runs from when it was first seen unfinished
 
     # --- the parser's events ---
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._headers = self._head_size = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._head_size += len(url)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers += 1
-        self._head_size += len(name) + len(value)
-        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head, self._head_bytes = False, 0
@@ -89,8 +85,6 @@ class GuardedHttp(HttpToolsProtocol):
         refusal = self._admit()
         if refusal is None:
             super().on_headers_complete()
-            if self._has_body():
-                self._arm()  # the body's pace: no gap longer than the read timeout
             return
         app, self.app = self.app, _answer(*refusal)  # the refusal is this request's answer, then close
         try:
@@ -98,14 +92,10 @@ class GuardedHttp(HttpToolsProtocol):
         finally:
             self.app = app
 
-    def on_body(self, body: bytes) -> None:
-        self._arm()
-        super().on_body(body)
-
     def on_message_complete(self) -> None:
-        self._disarm()
         self._in_head = True
         self._turns += 1
+        self._disarm()
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -116,40 +106,29 @@ class GuardedHttp(HttpToolsProtocol):
 
     def _admit(self) -> tuple[int, str] | None:
         """None, or why this request is refused now that its head is known."""
-        if self._head_size > MAX_HEAD:  # a big head that came whole (one that never ends is cut in data_received)
+        headers = self.headers
+        if len(self.url) + sum(len(n) + len(v) for n, v in headers) > MAX_HEAD:  # a big head that came whole
             return 431, f"the request's line and headers pass {MAX_HEAD:,} bytes"
-        if self._headers > MAX_HEADERS:
-            return 431, f"the request has {self._headers} headers, more than {MAX_HEADERS}"
-        announced = self._announced()
-        state = self.server_state
-        in_flight = getattr(state, "body_bytes", 0)
-        if announced and in_flight + announced > MAX_BODIES:
-            return 503, "the server is taking in too many request bodies at once; retry shortly"
-        self._reserved = announced
-        state.body_bytes = in_flight + announced  # type: ignore[attr-defined]
+        if len(headers) > MAX_HEADERS:
+            return 431, f"the request has {len(headers)} headers, more than {MAX_HEADERS}"
+        announced = _announced(headers)
+        if announced:
+            state = self.server_state
+            in_flight = getattr(state, "body_bytes", 0)
+            if in_flight + announced > MAX_BODIES:
+                return 503, "the server is taking in too many request bodies at once; retry shortly"
+            self._reserved = announced
+            state.body_bytes = in_flight + announced  # type: ignore[attr-defined]
         return None
-
-    def _announced(self) -> int:
-        """The body bytes this request announces (a chunked body counts as the largest one)."""
-        for name, value in self.headers:
-            if name == b"content-length" and value.isdigit():
-                return min(int(value), MAX_BODY + 1)
-            if name == b"transfer-encoding":
-                return MAX_BODY
-        return 0
-
-    def _has_body(self) -> bool:
-        return self._reserved > 0
 
     def _release(self) -> None:
         if self._reserved:
             self.server_state.body_bytes -= self._reserved  # type: ignore[attr-defined]
             self._reserved = 0
 
-    def _arm(self) -> None:
-        self._disarm()
+    def _arm(self, delay: float | None = None) -> None:
         if self.limits.read_timeout:
-            self._timer = self.loop.call_later(self.limits.read_timeout, self._timed_out)
+            self._timer = self.loop.call_later(delay or self.limits.read_timeout, self._timed_out)
 
     def _disarm(self) -> None:
         if self._timer is not None:
@@ -160,6 +139,11 @@ class GuardedHttp(HttpToolsProtocol):
         self._timer = None
         if self.transport.is_closing() or self._refused:
             return
+        if not self._in_head:  # a body: late only if nothing came for the whole timeout
+            idle = self.loop.time() - self._last_read
+            if idle < self.limits.read_timeout:
+                self._arm(self.limits.read_timeout - idle)
+                return
         if self._in_head and self._head_bytes == 0 and self.cycle is None:
             self.transport.close()  # it never said a word: nothing to answer
         elif self.cycle is None or not self.cycle.response_started:
@@ -184,6 +168,16 @@ class GuardedHttp(HttpToolsProtocol):
             self._timer = self.loop.call_later(LINGER, self.transport.close)
         else:
             self.transport.close()
+
+
+def _announced(headers: list[tuple[bytes, bytes]]) -> int:
+    """The body bytes a request announces (a chunked body counts as the largest one)."""
+    for name, value in headers:
+        if name == b"content-length" and value.isdigit():
+            return min(int(value), MAX_BODY + 1)
+        if name == b"transfer-encoding":
+            return MAX_BODY
+    return 0
 
 
 def _answer(status: int, message: str) -> Any:
