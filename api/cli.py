@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     registry = app.registry
     effective = msgspec.structs.asdict(settings) | {"env_path": registry.env_path,
                                                     "env_memory_mb": registry.limits.env_memory_mb,
-                                                    "max_procs": registry.limits.max_procs}
+                                                    "max_procs": registry.limits.max_procs,
+                                                    "data_dir_max_mb": registry.data_dir.cap_mb}
     log.info("server_started version=%s url=http://%s:%d %s", _version(), host, sock.getsockname()[1],
              " ".join(f"{k}={v!r}" for k, v in effective.items() if k not in ("host", "port")))
     server.run(sockets=[sock])

@@ -15,6 +15,7 @@ from supervisor.errors import (
     EnvTimeout,
     NotAvailable,
     ServerBusy,
+    StorageFull,
     SupervisorError,
     TooLarge,
 )
@@ -31,6 +32,7 @@ STATUS: dict[type[SupervisorError], int] = {
     EnvGone: 410,
     ServerBusy: 503,
     NotAvailable: 501,
+    StorageFull: 507,
 }
 
 

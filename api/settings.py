@@ -91,6 +91,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                                       "then their envs are killed and they are answered 503")
     ] = 5.0
     data_dir: Annotated[str, Meta(description="monitor directories are confined under this directory")] = "data"
+    data_dir_max_mb: Annotated[
+        int, Meta(ge=0, description="what the data dir may hold, in MB; past it monitors are closed and new ones "
+                                    "refused with 507 (default: a tenth of its file system; 0: no cap)")
+    ] | None = None
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], Meta(description="how much the server logs")
     ] = "info"

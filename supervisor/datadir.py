@@ -8,10 +8,13 @@ root takes a path that env code controls.
 """
 
 import errno
+import logging
 import os
 from pathlib import PurePosixPath
 
-from supervisor.errors import BadRequest
+from supervisor.errors import BadRequest, StorageFull
+
+log = logging.getLogger("gym_supervisor.env")
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -36,16 +39,35 @@ def parts_of(directory: str) -> list[str]:
 
 
 class DataDir:
-    """Owns a descriptor of the data dir, opened once at start: every walk begins there."""
+    """Owns a descriptor of the data dir, opened once at start (every walk begins there), and
+    whether the dir is past its cap (then no monitor directory is made)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, cap_mb: int | None = None) -> None:
         os.makedirs(path, exist_ok=True)
         self.path = os.path.realpath(path)
         self._fd = os.open(self.path, _DIR)
+        self.cap_mb = default_cap_mb(self.path) if cap_mb is None else cap_mb
+        self.full: str | None = None  # why no monitor may start, while past the cap
+
+    def measure(self) -> bool:
+        """Walk the data dir (blocking: from a thread) and say whether it is past its cap."""
+        used, cap = self.used_bytes(), self.cap_mb * 2**20
+        if used <= cap:
+            if self.full is not None:
+                log.info("data_dir_below_cap used_mb=%d cap_mb=%d", used // 2**20, self.cap_mb)
+            self.full = None
+            return False
+        if self.full is None:
+            log.warning("data_dir_full used_mb=%d cap_mb=%d", used // 2**20, self.cap_mb)
+        self.full = (f"the server's data dir holds {used / 2**20:.0f} MB, more than its cap of {self.cap_mb} MB "
+                     "(--data-dir-max-mb): no monitor starts until the admin clears it")
+        return True
 
     def make(self, directory: str, owner: tuple[int, int] | None = None) -> str:
         """Make the client's monitor directory (and its parents) under the data dir, give the
         last one to `owner`, and return its path for the env process."""
+        if self.full is not None:
+            raise StorageFull(self.full)
         parts = parts_of(directory)
         fd = os.dup(self._fd)
         try:
@@ -65,8 +87,25 @@ class DataDir:
             os.close(fd)
         return os.path.join(self.path, *parts)
 
+    def used_bytes(self) -> int:
+        """What the files under the data dir take (links not followed); a blocking walk."""
+        total = 0
+        for top, dirs, files in os.walk(self.path):
+            for name in files + dirs:
+                try:
+                    total += os.lstat(os.path.join(top, name)).st_blocks * 512
+                except OSError:
+                    pass  # gone while we looked
+        return total
+
     def close(self) -> None:
         os.close(self._fd)
+
+
+def default_cap_mb(path: str) -> int:
+    """The data dir's cap unless the admin says otherwise: a tenth of its file system."""
+    fs = os.statvfs(path)
+    return fs.f_blocks * fs.f_frsize // 10 // 2**20
 
 
 def _why(directory: str, exc: OSError) -> str:

@@ -14,6 +14,7 @@ SupervisorError
  +-- ServerBusy          the server cannot start another env now
  |    +-- ShuttingDown        the server is stopping: it runs no new request
  +-- NotAvailable        this server lacks what the request needs (an optional dependency)
+ +-- StorageFull         the data dir holds more than its cap: no new monitor
  +-- ConfigError         a setting cannot be honoured; the server does not start
 """
 
@@ -95,6 +96,10 @@ class ShuttingDown(ServerBusy):
 
 class NotAvailable(SupervisorError):
     """Raised when the request needs something this server was installed without."""
+
+
+class StorageFull(SupervisorError):
+    """Raised for a monitor start while the data dir holds more than its cap."""
 
 
 class ConfigError(SupervisorError):

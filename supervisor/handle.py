@@ -15,6 +15,8 @@ from envproc.protocol import (
     Done,
     EnvLimits,
     Make,
+    MonitorClose,
+    MonitorStart,
     Raised,
     Request,
     Reset,
@@ -97,6 +99,7 @@ class EnvHandle:
         self._exited: asyncio.Future[int | None] | None = None
         self._oom_kills: int | None = None
         self.usage: Usage | None = None  # its process tree's, as the watcher read it last
+        self.monitoring = False  # a monitor runs in it (it writes to the data dir)
         self.output: OutputTail | None = None
 
     # --- the interface ---
@@ -195,6 +198,8 @@ class EnvHandle:
                 self.steps += 1
             elif kind is Reset:
                 self.episodes += 1
+            elif kind is MonitorStart or kind is MonitorClose:
+                self.monitoring = kind is MonitorStart
             return reply.body
         assert isinstance(reply, Raised)
         raise refusal(reply, self._name, self.env_id)
@@ -259,6 +264,7 @@ class EnvHandle:
             "steps": self.steps,
             "episodes": self.episodes,
             "waiting": self.waiting,
+            "monitoring": self.monitoring,
             "cpu_seconds": used.cpu_seconds if used else None,
             "rss_bytes": used.rss_bytes if used else None,
             "limits": {"memory_mb": self.limits.memory_mb, "cpu_seconds": self.limits.cpu_seconds},

@@ -28,3 +28,4 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     env_uid_range: str | None = None  # or START:COUNT, a uid of its own for each env
     env_no_network: bool = False  # each env in a network namespace of its own
     data_dir: str = "data"  # where monitors write
+    data_dir_max_mb: int | None = None  # past it no new monitor, and running ones close; 0: none; None: a tenth of its fs

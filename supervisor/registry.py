@@ -5,15 +5,13 @@ import logging
 import os
 import time
 import uuid
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
 
 from envproc import protocol, sandbox
-from envproc.forkserver import STDLIB_FOR_ENVS
-from envproc.protocol import EnvLimits
+from envproc.protocol import EnvLimits, MonitorClose
 from supervisor.asked import NONE_ASKED, AskedLimits, tighter
 from supervisor.cgroups import PidsCgroups
 from supervisor.datadir import DataDir
@@ -28,8 +26,9 @@ from supervisor.errors import (
     TooLarge,
     UnknownInstance,
 )
+from supervisor.fates import Fates
 from supervisor.forkserver import Forkserver
-from supervisor.handle import EnvHandle
+from supervisor.handle import EnvHandle, State
 from supervisor.limits import Limits
 from supervisor.restart import RestartPolicy, bounded, crash_loop, loop_cause, recent
 from supervisor.usage import default_max_procs, default_memory_mb, usage_of_envs
@@ -39,8 +38,8 @@ from supervisor.watch import over_memory, to_end, to_forget
 log = logging.getLogger("gym_supervisor.env")
 
 CLOSE_TIMEOUT = 5.0
-REMEMBERED = 10_000  # closed and forgotten ids whose fate an unknown-id error still tells
 RETRY_AFTER = 5  # seconds a client is told to wait when the server is full
+DATA_DIR_EVERY = 10  # the data dir's size is measured every this many watch rounds (a walk of it)
 # The watcher's blocking reads get a thread of their own: clients polling env info, which use
 # the shared pool, cannot delay a memory round.
 _watch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-watch")
@@ -65,12 +64,13 @@ class Registry:
         if limits.env_no_network and (why := sandbox.can_unshare_network()) is not None:
             raise ConfigError(f"--env-no-network: this machine does not let the server make network namespaces ({why})")
         env_path = tuple(dict.fromkeys([os.getcwd(), *(os.path.abspath(p) for p in limits.env_path)]))
-        self.data_dir = DataDir(limits.data_dir)
-        self._forkserver = Forkserver(env_path, limits.preload, self._python_unreadable())
+        self.data_dir = DataDir(limits.data_dir, limits.data_dir_max_mb)
+        self._rounds = 0
+        self._forkserver = Forkserver(env_path, limits.preload, self._users.cannot_read_python(self.data_dir.path))
         self._forkserver.start()  # here, so that a preload that fails stops the server from starting
         self._envs: dict[str, EnvHandle] = {}
         self._starting: set[EnvHandle] = set()
-        self._fates: OrderedDict[str, str] = OrderedDict()
+        self._fates = Fates()
         self._closing = False
         self._closed = asyncio.Event()
         self._hurry = asyncio.Event()
@@ -79,22 +79,6 @@ class Registry:
         self._policies: dict[str, RestartPolicy] = {}
         self._history: dict[str, list[float]] = {}  # automatic restart times per instance
         self._restarting: dict[str, asyncio.Task[None]] = {}
-
-    def _python_unreadable(self) -> bool:
-        """True if the env user cannot read the Python installation: env code then imports only
-        what the forkserver loaded, so it loads what env code is likely to import."""
-        user = self._users.any
-        if user is None:
-            return False
-        if (why := sandbox.cannot_read_as(*user, self.data_dir.path)) is not None:
-            log.warning("data_dir_unreachable uid=%d path=%s reason=%r (monitors will fail)", user[0],
-                        self.data_dir.path, why)
-        stdlib = os.path.dirname(os.__file__)
-        why = sandbox.cannot_read_as(*user, stdlib)
-        if why is not None:
-            log.warning("env_user_cannot_read_python uid=%d path=%s reason=%r preloaded=%d", user[0],
-                        stdlib, why, len(STDLIB_FOR_ENVS))
-        return why is not None
 
     @property
     def env_path(self) -> tuple[str, ...]:
@@ -331,17 +315,11 @@ class Registry:
         handle = self._envs.pop(instance_id, None)
         if handle is None:
             raise UnknownInstance(instance_id, self._fates.get(instance_id))
-        self._remember(instance_id, f"{fate} at {_clock(time.time())}")
+        self._fates.remember(instance_id, fate)
         self._policies.pop(instance_id, None)
         self._history.pop(instance_id, None)
         await self._dispose(handle, timeout, fate=(EnvGone, f"env {instance_id} ({handle.env_id}) was closed "
                                                            "by a close request while this request ran"))
-
-    def _remember(self, instance_id: str, fate: str) -> None:
-        self._fates[instance_id] = fate
-        self._fates.move_to_end(instance_id)
-        while len(self._fates) > REMEMBERED:
-            self._fates.popitem(last=False)
 
     async def shutdown(self, grace: float) -> None:
         """Stop: no new request runs; requests running may finish within `grace` seconds (or
@@ -397,6 +375,14 @@ class Registry:
             except Exception:
                 log.exception("watch_failed")
 
+    async def _close_monitors(self) -> None:
+        """The data dir is past its cap: running monitors are closed (an env at work on a
+        request at a later round, once it is idle)."""
+        writing = [h for h in self._envs.values() if h.monitoring and h.state is State.READY]
+        await asyncio.gather(*(h.call(MonitorClose, CLOSE_TIMEOUT) for h in writing), return_exceptions=True)
+        for h in writing:
+            log.warning("monitor_closed instance=%s env_id=%r reason=data_dir_full", h.instance_id, h.env_id)
+
     async def _watch_round(self) -> None:
         loop = asyncio.get_running_loop()
         live = [h for h in self._envs.values() if h.cause is None and h.pid is not None]
@@ -407,6 +393,10 @@ class Registry:
             h.usage = used
         await asyncio.gather(*(h.kill(cause) for h, cause in over_memory(live)))
         await loop.run_in_executor(_watch_thread, self._cgroups.sweep)
+        self._rounds += 1
+        if self.data_dir.cap_mb and self._rounds % DATA_DIR_EVERY == 1:
+            if await loop.run_in_executor(_watch_thread, self.data_dir.measure):
+                await self._close_monitors()
         now = time.time()
         for h, cause in to_end(self._envs.values(), now, self.limits.idle_timeout, self.limits.max_lifetime):
             h.end(cause)
@@ -420,6 +410,3 @@ def _asked(old: EnvHandle) -> AskedLimits:
     """A restarted env keeps the limits its create asked for."""
     return AskedLimits(memory_mb=old.limits.memory_mb, cpu_seconds=old.limits.cpu_seconds)
 
-
-def _clock(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))

@@ -1,12 +1,17 @@
 """Whom env code runs as: the server's own user, one named user for all envs (--env-user), or a
 user of its own per env, from a range of uids no account has (--env-uid-range)."""
 
+import logging
 import os
 import pwd
 import re
 from collections import deque
 
+from envproc import sandbox
+from envproc.forkserver import STDLIB_FOR_ENVS
 from supervisor.errors import ConfigError, ServerBusy
+
+log = logging.getLogger("gym_supervisor.env")
 
 
 class EnvUsers:
@@ -46,6 +51,22 @@ class EnvUsers:
         if self._free is not None:
             return (self._free[0], self._free[0]) if self._free else None
         return self.shared
+
+    def cannot_read_python(self, data_dir: str) -> bool:
+        """True if env code's user cannot read the Python installation: env code then imports
+        only what the forkserver loaded, so it loads what env code is likely to import. Also
+        warns if that user cannot reach the data dir (monitors would fail)."""
+        user = self.any
+        if user is None:
+            return False
+        if (why := sandbox.cannot_read_as(*user, data_dir)) is not None:
+            log.warning("data_dir_unreachable uid=%d path=%s reason=%r (monitors will fail)", user[0], data_dir, why)
+        stdlib = os.path.dirname(os.__file__)
+        why = sandbox.cannot_read_as(*user, stdlib)
+        if why is not None:
+            log.warning("env_user_cannot_read_python uid=%d path=%s reason=%r preloaded=%d", user[0],
+                        stdlib, why, len(STDLIB_FOR_ENVS))
+        return why is not None
 
     def take(self) -> tuple[int | None, int | None]:
         """The uid/gid for a new env: its own from the range (the one free longest, so that a

@@ -2,12 +2,14 @@
 
 import json
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import Server, create, faulty
+from tests.conftest import Server, create, faulty, start_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -106,3 +108,29 @@ def test_video_without_pyav_says_how_to_install_it(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "av", None)  # what a server installed without the extra sees
     with pytest.raises(VideoUnavailable, match=r"gym-supervisor\[video\]"):
         check_available()
+
+
+def test_past_its_cap_the_data_dir_takes_no_new_monitor_and_running_ones_close(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--data-dir-max-mb", "1")
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            iid = create(c, "CartPole-v1", kwargs={"max_episode_steps": 2})
+            assert c.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "kept"}).status_code == 204
+            assert c.get(f"/v1/envs/{iid}/").json()["monitoring"] is True
+            (srv.data_dir / "filler").write_bytes(b"x" * 2 * 2**20)  # the dir now holds 2 MB of its 1
+
+            def until(check: Callable[[], bool]) -> None:
+                deadline = time.monotonic() + 30  # the dir is measured every 5 s
+                while not check():
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)
+
+            until(lambda: c.get(f"/v1/envs/{iid}/").json()["monitoring"] is False)  # closed by the server
+            assert list((srv.data_dir / "kept").glob("openaigym.episode_batch.*.stats.json"))  # and flushed
+            r = c.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "more"})
+            assert r.status_code == 507 and "--data-dir-max-mb" in r.json()["message"], r.text
+            assert "data_dir_full" in srv.log.read_text()
+            (srv.data_dir / "filler").unlink()  # the admin clears it
+            until(lambda: c.post(f"/v1/envs/{iid}/monitor/start/", json={"directory": "more"}).status_code == 204)
+    finally:
+        srv.stop()
