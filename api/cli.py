@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(exc))
     http = type("ServerHttp", (GuardedHttp,), {"limits": HttpLimits(settings.read_timeout, settings.max_connections)})
     config = uvicorn.Config(
-        app, loop="uvloop", http=http, lifespan="on", log_level=settings.log_level,
+        app, loop="uvloop", http=http, ws="none", lifespan="on", log_level=settings.log_level,
         access_log=False, timeout_graceful_shutdown=int(settings.shutdown_grace) + 2,
     )
     server = Server(config, app.registry, settings.shutdown_grace)

@@ -1,7 +1,8 @@
 """The HTTP connection, guarded: what one client can make the server hold is bounded (the size
-and pace of a request's head, the pace of its body, the bodies in flight together, the number of
-connections), and a client past a bound is answered as nginx would (431, 408, 503), in JSON,
-and cut off. uvicorn offers none of these for httptools but the keep-alive timeout.
+and pace of a request's head, the pace and length in time of its body, the body bytes held for
+all requests together, the number of connections), and a client past a bound is answered as
+nginx would (431, 408, 503), in JSON, and cut off. uvicorn offers none of these for httptools
+but the keep-alive timeout.
 
 The checks cost a request that arrives whole nothing but a few comparisons: no timer is set
 for it, and its head is measured from what the parser already collected.
@@ -17,7 +18,8 @@ from api.params import MAX_BODY
 
 MAX_HEAD = 32 * 1024  # bytes of request line and headers
 MAX_HEADERS = 100
-MAX_BODIES = 16 * MAX_BODY  # bytes the bodies of requests in flight may announce together
+MAX_BODIES = 16 * MAX_BODY  # body bytes held, for requests whose handling has not ended, all together
+BODY_TIME = 6  # a body must arrive within this many read timeouts of its head, whatever its pace
 LINGER = 2.0  # seconds a refused connection is read (and its bytes dropped) before it is closed
 REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 
@@ -28,8 +30,8 @@ class Limits(msgspec.Struct, frozen=True):
 
 
 class GuardedHttp(HttpToolsProtocol):
-    """Owns one connection's bounds: its head's size and deadline, its body's pace, its share of
-    the bodies in flight."""
+    """Owns one connection's bounds: its head's size and deadline, its body's pace and
+    deadline, and the body bytes it holds of the server's budget."""
 
     limits = Limits(read_timeout=10.0, max_connections=0)  # a subclass per server sets its own
 
@@ -41,7 +43,8 @@ class GuardedHttp(HttpToolsProtocol):
         self._refused = False
         self._timer: asyncio.TimerHandle | None = None
         self._last_read = 0.0  # when body bytes last came
-        self._reserved = 0  # body bytes this connection's request announced
+        self._body_due = 0.0  # when the body in progress must be whole
+        self._held = 0  # body bytes this connection holds of the server's budget
 
     # --- the connection ---
 
@@ -63,9 +66,9 @@ class GuardedHttp(HttpToolsProtocol):
             return  # answered and closing: what it still sends is dropped unread
         turns = self._turns
         super().data_received(data)
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refused:
             return
-        if not self._in_head:  # in a body: the pace counts, from now
+        if not self._in_head:  # in a body: its pace counts, from now
             self._last_read = self.loop.time()
             if self._timer is None:
                 self._arm()
@@ -82,6 +85,7 @@ class GuardedHttp(HttpToolsProtocol):
         self._in_head, self._head_bytes = False, 0
         self._turns += 1
         self._disarm()
+        self._body_due = self.loop.time() + BODY_TIME * self.limits.read_timeout
         refusal = self._admit()
         if refusal is None:
             super().on_headers_complete()
@@ -92,6 +96,15 @@ class GuardedHttp(HttpToolsProtocol):
         finally:
             self.app = app
 
+    def on_body(self, body: bytes) -> None:
+        self._held += len(body)
+        state = self.server_state
+        state.body_bytes = getattr(state, "body_bytes", 0) + len(body)  # type: ignore[attr-defined]
+        if state.body_bytes > MAX_BODIES:  # type: ignore[attr-defined]
+            self._refuse(503, "the server holds too many request bodies at once; retry shortly")
+            return
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._in_head = True
         self._turns += 1
@@ -99,7 +112,8 @@ class GuardedHttp(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        self._release()
+        if not self.pipeline:  # every request it sent is answered: what it held is free
+            self._release()
         super().on_response_complete()
 
     # --- the bounds ---
@@ -111,20 +125,12 @@ class GuardedHttp(HttpToolsProtocol):
             return 431, f"the request's line and headers pass {MAX_HEAD:,} bytes"
         if len(headers) > MAX_HEADERS:
             return 431, f"the request has {len(headers)} headers, more than {MAX_HEADERS}"
-        announced = _announced(headers)
-        if announced:
-            state = self.server_state
-            in_flight = getattr(state, "body_bytes", 0)
-            if in_flight + announced > MAX_BODIES:
-                return 503, "the server is taking in too many request bodies at once; retry shortly"
-            self._reserved = announced
-            state.body_bytes = in_flight + announced  # type: ignore[attr-defined]
         return None
 
     def _release(self) -> None:
-        if self._reserved:
-            self.server_state.body_bytes -= self._reserved  # type: ignore[attr-defined]
-            self._reserved = 0
+        if self._held:
+            self.server_state.body_bytes -= self._held  # type: ignore[attr-defined]
+            self._held = 0
 
     def _arm(self, delay: float | None = None) -> None:
         if self.limits.read_timeout:
@@ -135,30 +141,47 @@ class GuardedHttp(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
 
+    def _busy(self) -> bool:
+        """The server itself still works on an earlier request of this connection (pipelining):
+        it does not read on meanwhile, so the client cannot be late."""
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
     def _timed_out(self) -> None:
         self._timer = None
         if self.transport.is_closing() or self._refused:
             return
-        if not self._in_head:  # a body: late only if nothing came for the whole timeout
-            idle = self.loop.time() - self._last_read
-            if idle < self.limits.read_timeout:
-                self._arm(self.limits.read_timeout - idle)
+        timeout, now = self.limits.read_timeout, self.loop.time()
+        if not self._in_head:  # a body: late if idle for the whole timeout, or past its due time
+            if self.pipeline:
+                self._arm()
                 return
-        if self._in_head and self._head_bytes == 0 and self.cycle is None:
-            self.transport.close()  # it never said a word: nothing to answer
-        elif self.cycle is None or not self.cycle.response_started:
-            self._refuse(408, f"the request was not sent within {self.limits.read_timeout:g} s "
-                              "(--read-timeout); send it whole, without pauses")
+            idle = now - self._last_read
+            if idle < timeout and now < self._body_due:
+                self._arm(min(timeout - idle, self._body_due - now))
+                return
+            late = (f"its body was not sent within {BODY_TIME * timeout:g} s" if now >= self._body_due
+                    else f"its body paused for {timeout:g} s")
+            self._refuse(408, f"the request was cut off: {late} (--read-timeout); send requests whole")
+        elif self._head_bytes == 0:
+            self.transport.close()  # it never began a request: nothing to answer
+        elif self._busy():
+            self._arm()  # a head that waits behind the server's own work
         else:
-            self.transport.close()
+            self._refuse(408, f"the request's head was not sent within {timeout:g} s (--read-timeout); "
+                              "send requests whole")
 
     def _refuse(self, status: int, message: str, linger: bool = True) -> None:
         """Answer at once, outside any request cycle, and close. The close lingers (as nginx's
         does): a client still sending when refused would otherwise get a reset that destroys
-        the answer before it reads it; what it sends meanwhile is dropped."""
-        body = msgspec.json.encode({"message": message})
+        the answer before it reads it; what it sends meanwhile is dropped. Where an earlier
+        request's answer is still due, the connection closes after it instead, unanswered."""
         self._refused = True
         self._disarm()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and (self._in_head or cycle.response_started):
+            cycle.keep_alive = False  # an answer to an earlier request is due: close after it
+            return
+        body = msgspec.json.encode({"message": message})
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
             % (status, REASONS[status], len(body)) + body
@@ -168,16 +191,6 @@ class GuardedHttp(HttpToolsProtocol):
             self._timer = self.loop.call_later(LINGER, self.transport.close)
         else:
             self.transport.close()
-
-
-def _announced(headers: list[tuple[bytes, bytes]]) -> int:
-    """The body bytes a request announces (a chunked body counts as the largest one)."""
-    for name, value in headers:
-        if name == b"content-length" and value.isdigit():
-            return min(int(value), MAX_BODY + 1)
-        if name == b"transfer-encoding":
-            return MAX_BODY
-    return 0
 
 
 def _answer(status: int, message: str) -> Any:

@@ -16,7 +16,7 @@ NOT_JSON = "Request is not a valid json"
 MAX_BODY = 10_000_000  # bytes; Litestar's default, applied to the step fast path too
 
 
-Seed = Annotated[int, Meta(ge=0)]  # as numpy takes seeds
+Seed = Annotated[int, Meta(ge=0, le=2**63 - 1)]  # as numpy takes seeds, within what msgspec checks
 
 
 class CreateBody(msgspec.Struct):

@@ -12,6 +12,7 @@ import selectors
 import signal
 import socket
 import sys
+import time
 import traceback
 from multiprocessing.connection import Connection
 
@@ -22,6 +23,8 @@ from envproc.protocol import (
     Exited,
     ForkserverConfig,
     Ready,
+    Reap,
+    Reaped,
     Spawn,
     Spawned,
     SpawnFailed,
@@ -68,8 +71,9 @@ def _drain(fd: int) -> None:
         pass
 
 
-def _reap(sock: socket.socket) -> None:
-    """Tell the server of every env process that has ended (SIGCHLD says only that some did)."""
+def _reap(sock: socket.socket, reapers: dict[int, int]) -> None:
+    """Tell the server of every env process (or uid reaper) that has ended (SIGCHLD says only
+    that some did)."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -77,7 +81,10 @@ def _reap(sock: socket.socket) -> None:
             return
         if pid == 0:
             return
-        sock.send(encode(Exited(pid, os.waitstatus_to_exitcode(status))))
+        if pid in reapers:
+            sock.send(encode(Reaped(reapers.pop(pid))))
+        else:
+            sock.send(encode(Exited(pid, os.waitstatus_to_exitcode(status))))
 
 
 def _fork_env(fds: list[int], keep_out: list[int]) -> int:
@@ -107,16 +114,65 @@ def _fork_env(fds: list[int], keep_out: list[int]) -> int:
         os._exit(code)
 
 
-def _answer(data: bytes, fds: list[int], flags: int, keep_out: list[int]) -> Spawned | SpawnFailed:
-    """Fork for one Spawn message, or say why not; the message's descriptors are ours to close."""
+def _fork_reaper(uid: int, keep_out: list[int]) -> int:
+    """Fork a process that becomes `uid` and kills every other process of it, until none is
+    left: an env's own uid may then serve another env (its guardian does the same as the env
+    ends, but env code can kill its guardian first)."""
+    pid = os.fork()
+    if pid:
+        return pid
     try:
-        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != 2:
+        signal.set_wakeup_fd(-1)
+        for fd in keep_out:
+            os.close(fd)
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        guardian.die_with_parent()  # set after the change of user, which clears it
+        for _ in range(1000):
+            try:
+                os.kill(-1, signal.SIGKILL)  # every process this uid may signal, but this one
+            except ProcessLookupError:
+                break
+            time.sleep(0.01)
+            if not _alive_as(uid):  # zombies count for kill(-1) until reaped, but do nothing
+                break
+    finally:
+        os._exit(0)
+
+
+def _alive_as(uid: int) -> bool:
+    """Whether any process but this one runs as `uid` and is not a zombie."""
+    me = str(os.getpid())
+    for name in os.listdir("/proc"):
+        if name.isdigit() and name != me:
+            try:
+                if os.stat(f"/proc/{name}").st_uid != uid:
+                    continue
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    if f.read().rsplit(b")", 1)[1].split()[0] != b"Z":
+                        return True
+            except (OSError, IndexError):
+                continue
+    return False
+
+
+def _answer(data: bytes, fds: list[int], flags: int, keep_out: list[int],
+            reapers: dict[int, int]) -> Spawned | SpawnFailed | None:
+    """Fork for one Spawn message, or say why not (or start a reaper for a Reap: answered when
+    it ends); the message's descriptors are ours to close."""
+    try:
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
             return SpawnFailed("the forkserver got a malformed request")
         try:
-            if not isinstance(decode_control(data), Spawn):
-                return SpawnFailed("the forkserver got a request it does not know")
+            request = decode_control(data)
         except msgspec.DecodeError:
             return SpawnFailed("the forkserver got a malformed request")
+        if isinstance(request, Reap):
+            reapers[_fork_reaper(request.uid, keep_out)] = request.uid
+            return None
+        if not isinstance(request, Spawn) or len(fds) != 2:
+            return SpawnFailed("the forkserver got a request it does not know")
         try:
             return Spawned(_fork_env(fds, keep_out))
         except OSError as exc:  # no pid or memory left: this create fails, the others live on
@@ -136,16 +192,18 @@ def serve(sock: socket.socket) -> None:
         selector.register(sock, selectors.EVENT_READ)
         selector.register(wake_r, selectors.EVENT_READ)
         keep_out = [sock.fileno(), wake_r, wake_w, selector.fileno()]
+        reapers: dict[int, int] = {}  # pid -> the uid it reaps
         while True:
             for key, _ in selector.select():
                 if key.fileobj == wake_r:
                     _drain(wake_r)
-                    _reap(sock)
+                    _reap(sock, reapers)
                     continue
                 data, fds, flags, _ = socket.recv_fds(sock, MAX_MESSAGE, 2)
                 if not data and not fds:
                     return
-                sock.send(encode(_answer(data, fds, flags, keep_out)))
+                if (answer := _answer(data, fds, flags, keep_out, reapers)) is not None:
+                    sock.send(encode(answer))
 
 
 def main() -> None:
@@ -153,6 +211,7 @@ def main() -> None:
     guardian.die_with_parent()  # even stopped, we must not outlive the server
     if config.parent and os.getppid() != config.parent:
         return  # it ended before prctl took effect
+    guardian.adopt_orphans()  # guardians and helpers that outlive their env are reaped here, not left as zombies
     sock = socket.socket(fileno=int(sys.argv[2]))
     sys.argv = sys.argv[:1]
     # before the env path: nothing there may stand in for these

@@ -14,6 +14,18 @@ def _prctl_pdeathsig(sig: int) -> None:
     _libc.prctl(PR_SET_PDEATHSIG, sig)
 
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def adopt_orphans() -> None:
+    """Make this process the parent of its descendants that lose theirs (Linux): the machine's
+    init may not reap them, and a zombie would hold its env's uid."""
+    try:
+        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    except (OSError, AttributeError):
+        pass
+
+
 def die_with_parent() -> None:
     """SIGKILL this process when its parent dies (Linux); a no-op where prctl is missing."""
     try:

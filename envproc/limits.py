@@ -16,8 +16,8 @@ def join_cgroup(path: str) -> None:
 def rlimits(limits: EnvLimits, address_space_now: int) -> dict[int, tuple[int, int]]:
     """The rlimits to set for `limits`; a pure function, so it is tested without a process."""
     out = {resource.RLIMIT_CORE: (0, 0)}  # a crashing env must not fill the disk with core files
-    if limits.memory_mb:
-        cap = address_space_now + limits.memory_mb * 2**20
+    if limits.address_space_mb:
+        cap = address_space_now + limits.address_space_mb * 2**20
         out[resource.RLIMIT_AS] = (cap, cap)
     if limits.cpu_seconds:
         soft = max(1, math.ceil(limits.cpu_seconds))

@@ -11,7 +11,8 @@ EXIT_OUT_OF_MEMORY = 86
 class EnvLimits(msgspec.Struct, frozen=True, kw_only=True):
     """What the env process may use; 0 or None: no limit."""
 
-    memory_mb: int = 0  # address space beyond what the process starts with
+    memory_mb: int = 0  # the process tree's memory, as the server watches it
+    address_space_mb: int = 0  # RLIMIT_AS beyond what the process starts with (set only when asked for)
     cpu_seconds: float = 0  # CPU time of the env process itself
     max_files: int = 0  # open file descriptors
     cgroup: str | None = None  # a pids cgroup directory the process joins before anything else
@@ -135,6 +136,16 @@ class SpawnFailed(Control):
     reason: str
 
 
+class Reap(Control):
+    """Kill every process of this uid (an env's own, from a range): before it serves another env."""
+
+    uid: int
+
+
+class Reaped(Control):
+    uid: int
+
+
 class Exited(Control):
     """An env process ended: its exit code, or -N if signal N ended it (multiprocessing's way)."""
 
@@ -142,7 +153,7 @@ class Exited(Control):
     code: int
 
 
-AnyControl = Ready | Spawn | Spawned | SpawnFailed | Exited
+AnyControl = Ready | Spawn | Spawned | SpawnFailed | Reap | Reaped | Exited
 
 encode = msgspec.msgpack.Encoder().encode
 decode_request = msgspec.msgpack.Decoder(AnyRequest).decode

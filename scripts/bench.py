@@ -268,6 +268,7 @@ def main() -> None:
         cart = [env("CartPole-v1") for _ in range(16)]
         image = env("tests.faulty_envs:Image-v0")
         step = {i: http("POST", f"/v1/envs/{i}/step", STEP_BODY) for i in [*cart, image]}
+        info_req = http("GET", f"/v1/envs/{cart[1]}/")
         floor_req = http("POST", "/v1/envs/abcdefgh/step", STEP_BODY)
 
         res: dict[str, list[float]] = {}
@@ -280,6 +281,11 @@ def main() -> None:
             add("pipe", pipe_floor(args.steps))
             add("http_floor", latencies(fport, floor_req, args.steps))
             add("step_cart", latencies(sport, step[cart[0]], args.steps))
+            # two clients poll env info as fast as they can meanwhile: the info must not cost the steps
+            polling = threading.Thread(target=throughput, args=(sport, [info_req, info_req], 2.0))
+            polling.start()
+            add("step_cart_polled", latencies(sport, step[cart[0]], args.steps // 2))
+            polling.join()
             add("step_image", latencies(sport, step[image], args.steps // 4))
             for n in (1, 4, 16):
                 add(f"floor_rps_{n}", throughput(fport, [floor_req] * n, args.seconds))
@@ -313,6 +319,10 @@ def main() -> None:
 
         idle = [env("CartPole-v1") for _ in range(args.envs)]
         trees = [[p, *p.children(recursive=True)] for p in env_processes(server)]  # env and its guardian
+        me = psutil.Process(server.pid)
+        before, t0 = sum(me.cpu_times()[:2]), time.perf_counter()
+        time.sleep(5)  # the server alone with its idle envs: what its watcher costs
+        idle_cpu = (sum(me.cpu_times()[:2]) - before) / (time.perf_counter() - t0)
         mem = [[q.memory_full_info() for q in tree] for tree in trees]
         uss = statistics.mean(sum(m.uss for m in tree) for tree in mem) / 2**20
         pss = statistics.mean(sum(m.pss for m in tree) for tree in mem) / 2**20
@@ -334,6 +344,7 @@ def main() -> None:
         ("client's own cost per request", f"{client_cost() * 1e6:.1f} us", "", "", ""),
         ("CartPole step p50", f"{p50['step_cart'] * ms:.3f} ms", "composed floor", f"{p50['step_cart'] / composed:.2f}x", "<= 1.25x"),
         ("CartPole step p99", f"{pct(res['step_cart'], 0.99) * ms:.3f} ms", "", "", ""),
+        ("CartPole step p50 while 2 clients poll env info", f"{p50['step_cart_polled'] * ms:.3f} ms", "", "", ""),
         ("84x84x3 image step p50", f"{p50['step_image'] * ms:.3f} ms", "", "", ""),
         ("84x84x3 image step p99", f"{pct(res['step_image'], 0.99) * ms:.3f} ms", "", "", ""),
     ]
@@ -349,6 +360,7 @@ def main() -> None:
         ("server modules an env process holds", ", ".join(held) or "none", "", "", "none"),
         (f"idle CartPole env + guardian USS ({len(mem)} open)", f"{uss:.1f} MiB", "", "", "<= 6 MiB"),
         (f"idle CartPole env + guardian PSS ({len(mem)} open)", f"{pss:.1f} MiB", "", "", ""),
+        (f"server CPU with {len(mem)} idle envs (its watcher)", f"{idle_cpu * 100:.1f}% of a core", "", "", ""),
     ]
     print(f"\n{args.rounds} rounds, {os.cpu_count()} cores, Python {sys.version.split()[0]}\n")
     print("| measure | value | against | ratio | target |\n|---|---|---|---|---|")

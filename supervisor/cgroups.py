@@ -43,6 +43,8 @@ class PidsCgroups:
         base = root / f"gym-supervisor-{os.getpid()}"
         try:
             base.mkdir(exist_ok=True)
+            if root != V1_PIDS:  # cgroup v2: the env cgroups below get the pids controller only if asked
+                (base / "cgroup.subtree_control").write_text("+pids")
             if max_procs_total:  # all envs together: the machine keeps pids for everything else
                 (base / "pids.max").write_text(str(max_procs_total))
         except OSError as exc:

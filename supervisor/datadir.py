@@ -65,22 +65,33 @@ class DataDir:
 
     def make(self, directory: str, owner: tuple[int, int] | None = None) -> str:
         """Make the client's monitor directory (and its parents) under the data dir, give the
-        last one to `owner`, and return its path for the env process."""
+        last one to `owner` (its user alone may enter it: mode 0700), and return its path for
+        the env process. It may pass only through directories of the server's (root's) or of
+        `owner`'s own, so no other env can plant a link on the env's way to it later."""
         if self.full is not None:
             raise StorageFull(self.full)
         parts = parts_of(directory)
+        if not parts:
+            raise BadRequest(f"monitor directory {directory!r} names the data directory itself; "
+                             "name a directory inside it")
+        mine = {0} if owner is None else {0, owner[0]}
         fd = os.dup(self._fd)
         try:
-            for part in parts:
+            for i, part in enumerate(parts):
+                leaf = i == len(parts) - 1
                 try:
-                    os.mkdir(part, 0o755, dir_fd=fd)
+                    os.mkdir(part, 0o700 if leaf else 0o755, dir_fd=fd)
                 except FileExistsError:
                     pass
                 child = os.open(part, _DIR | os.O_NOFOLLOW, dir_fd=fd)
                 os.close(fd)
                 fd = child
+                if os.fstat(fd).st_uid not in mine:
+                    raise BadRequest(f"monitor directory {directory!r} passes through a directory of another "
+                                     "env; use one of this env's own")
             if owner is not None:
                 os.fchown(fd, *owner)
+            os.fchmod(fd, 0o700)
         except OSError as exc:
             raise BadRequest(_why(directory, exc)) from None
         finally:
@@ -88,12 +99,20 @@ class DataDir:
         return os.path.join(self.path, *parts)
 
     def used_bytes(self) -> int:
-        """What the files under the data dir take (links not followed); a blocking walk."""
-        total = 0
-        for top, dirs, files in os.walk(self.path):
-            for name in files + dirs:
+        """What the entries under the data dir take, links not followed (a blocking walk, with a
+        stack: a tree deeper than Python's recursion must not stop it). Each entry counts at
+        least a block, so a flood of empty files counts too."""
+        total, todo = 0, [self.path]
+        while todo:
+            try:
+                entries = list(os.scandir(todo.pop()))
+            except OSError:
+                continue  # gone, or not ours to read
+            for entry in entries:
                 try:
-                    total += os.lstat(os.path.join(top, name)).st_blocks * 512
+                    total += max(entry.stat(follow_symlinks=False).st_blocks * 512, 4096)
+                    if entry.is_dir(follow_symlinks=False):
+                        todo.append(entry.path)
                 except OSError:
                     pass  # gone while we looked
         return total

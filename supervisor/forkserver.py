@@ -18,6 +18,8 @@ from envproc.protocol import (
     Exited,
     ForkserverConfig,
     Ready,
+    Reap,
+    Reaped,
     Spawn,
     Spawned,
     SpawnFailed,
@@ -47,6 +49,7 @@ class Forkserver:
         self._sock: socket.socket | None = None
         self._spawning: deque[asyncio.Future[tuple[int, Exit]]] = deque()
         self._exits: dict[int, asyncio.Future[int | None]] = {}
+        self._reaping: dict[int, list[asyncio.Future[None]]] = {}  # uid -> who waits for its reaping
         self._restarting: asyncio.Lock | None = None
         self._closed = False
 
@@ -88,6 +91,21 @@ class Forkserver:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:  # its late answer finds the future done and is dropped
             raise ServerBusy(f"the env forkserver did not fork within {timeout:g} s; retry") from None
+
+    async def reap(self, uid: int) -> None:
+        """Have every process of `uid` killed (the forkserver is root; the server may be in a
+        thread-rich state no fork should start from). Returns once none is left, or at once if
+        the forkserver is gone (its envs went with it)."""
+        if self._sock is None:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reaping.setdefault(uid, []).append(fut)
+        try:
+            self._sock.send(encode(Reap(uid)))
+        except OSError:
+            self._reaping.pop(uid, None)
+            return
+        await fut
 
     def _launch(self) -> socket.socket:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -167,6 +185,10 @@ class Forkserver:
                     fut = self._spawning.popleft()
                     if not fut.done():
                         fut.set_exception(ServerBusy(f"the env forkserver could not start this env ({reason}); retry"))
+                case Reaped(uid=uid):
+                    for waiter in self._reaping.pop(uid, []):
+                        if not waiter.done():
+                            waiter.set_result(None)
                 case Exited(pid=pid, code=code):
                     done = self._exits.pop(pid, None)
                     if done is not None and not done.done():
@@ -196,6 +218,11 @@ class Forkserver:
             if not fut.done():
                 fut.set_result(None)
         self._exits.clear()
+        for waiters in self._reaping.values():  # its processes go with it: nothing left to reap
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        self._reaping.clear()
 
     async def close(self) -> None:
         """End the forkserver for good: it sees its socket close and exits (its env processes

@@ -25,6 +25,7 @@ from envproc.protocol import (
 )
 from supervisor import cgroups
 from supervisor.errors import (
+    BadRequest,
     EnvBusy,
     EnvCrashed,
     EnvGone,
@@ -90,7 +91,8 @@ class EnvHandle:
         self._made = False
         self._closed = False
         self._closing = False
-        self._seq = 0
+        self._seq = 0  # the last request's number
+        self._running = 0  # the number of the request the env works on (0: none)
         # Held from a request's send until its reply (or the env's end), whoever waits for it:
         # the env works on one request at a time and is never sent the next one before.
         self._turn = asyncio.Lock()
@@ -154,6 +156,12 @@ class EnvHandle:
         loop = asyncio.get_running_loop()
         if deadline is None:
             deadline = loop.time() + timeout
+        self._seq += 1
+        seq = self._seq  # unique, which is all the pipe's check needs
+        try:  # before the turn: a request that cannot be sent must not hold it
+            message = encode(kind(seq, **fields))
+        except OverflowError:
+            raise BadRequest("a number in the request is too large to send to the env (more than 64 bits)") from None
         sent = False
         try:
             async with asyncio.timeout_at(deadline):
@@ -163,8 +171,8 @@ class EnvHandle:
                 finally:
                     self.waiting -= 1
                 if self.cause is None and not self._pipe.lost:
-                    self._seq += 1
-                    fut = self._pipe.send(self._seq, encode(kind(self._seq, **fields)))
+                    fut = self._pipe.send(seq, message)
+                    self._running = seq
                     sent = True
                     reply = await fut
         except TimeoutError:
@@ -183,7 +191,7 @@ class EnvHandle:
             raise EnvCrashed(f"{self._name} {self.cause}{self._advice()}{await self._last_output()}") from None
         except asyncio.CancelledError:
             if sent:  # nobody waits for the reply now, but the env still gets no longer than asked
-                loop.call_at(deadline, self._expire, self._seq, timeout)
+                loop.call_at(deadline, self._expire, seq, timeout)
             raise
         if not sent:  # it died while this request waited its turn
             self._settled()
@@ -335,12 +343,13 @@ class EnvHandle:
 
     def _settled(self) -> None:
         """The env answered its request (or is gone): the next one may be sent."""
+        self._running = 0
         if self._turn.locked():
             self._turn.release()
 
     def _expire(self, seq: int, timeout: float) -> None:
         """A request whose caller went away ran out of time: the env is killed as if it had waited."""
-        if self._seq == seq and self._turn.locked() and self.cause is None:
+        if self._running == seq and self.cause is None:
             self._set_cause(f"was killed after {timeout:g} s without a reply")
             self._signal_group()
 

@@ -44,6 +44,7 @@ class ReplyPipe(asyncio.Protocol):
         self._on_fault = on_fault
         self._on_settled = on_settled
         self._max_reply = max_reply
+        self._faulted = False
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -60,10 +61,12 @@ class ReplyPipe(asyncio.Protocol):
         return fut
 
     def data_received(self, data: bytes) -> None:
+        if self._faulted:
+            return  # it broke the protocol: nothing more of it is read
         buf = self._buf
         buf += data
         start = 0
-        while True:
+        while not self._faulted:
             avail = len(buf) - start
             if avail < 4:
                 break
@@ -73,17 +76,21 @@ class ReplyPipe(asyncio.Protocol):
                 if avail < 12:
                     break
                 n, head = int.from_bytes(buf[start + 4 : start + 12], "big"), 12
+            if n < 0:  # env code can write to its pipe: a length that cannot be is a fault, not a loop
+                self._fault(f"broke the protocol: it sent a frame of length {n}")
+                break
             if self._max_reply and n > self._max_reply:
-                buf.clear()
                 self._fault(f"sent a reply of {n / 2**20:.1f} MB, more than this server takes "
                             f"({self._max_reply / 2**20:g} MB, --max-reply-mb)")
-                return
+                break
             if avail < head + n:
                 break
             body = bytes(buf[start + head : start + head + n])
             start += head + n
             self._deliver(body)
-        if start:
+        if self._faulted:
+            buf.clear()
+        elif start:
             del buf[:start]
 
     def _deliver(self, raw: bytes) -> None:
@@ -97,6 +104,7 @@ class ReplyPipe(asyncio.Protocol):
             return
         seq, fut = self._waiting.popleft()
         if reply.seq != seq:
+            self._faulted = True
             self._on_fault(f"broke the protocol: it answered request {seq} with the reply to {reply.seq}")
             if not fut.done():
                 fut.set_exception(PipeLost())  # never a wrong answer: the env is killed for it
@@ -106,6 +114,7 @@ class ReplyPipe(asyncio.Protocol):
 
     def _fault(self, cause: str) -> None:
         """The child cannot be trusted: say why, and read no more of it (its requests are lost)."""
+        self._faulted = True
         self._on_fault(cause)
         self.close()
 

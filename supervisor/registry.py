@@ -43,6 +43,7 @@ DATA_DIR_EVERY = 10  # the data dir's size is measured every this many watch rou
 # The watcher's blocking reads get a thread of their own: clients polling env info, which use
 # the shared pool, cannot delay a memory round.
 _watch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-watch")
+_data_dir_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-dir")  # a walk may be long
 
 
 class Registry:
@@ -50,6 +51,9 @@ class Registry:
     recently closed or forgotten ids."""
 
     def __init__(self, limits: Limits) -> None:
+        # An address-space limit breaks envs that reserve much more than they use (JAX, torch):
+        # only a memory limit the admin set is one too; the default is watched only.
+        self._address_space = limits.env_memory_mb is not None
         self.limits = limits = msgspec.structs.replace(  # the defaults that depend on the machine
             limits,
             env_memory_mb=default_memory_mb() if limits.env_memory_mb is None else limits.env_memory_mb,
@@ -66,6 +70,7 @@ class Registry:
         env_path = tuple(dict.fromkeys([os.getcwd(), *(os.path.abspath(p) for p in limits.env_path)]))
         self.data_dir = DataDir(limits.data_dir, limits.data_dir_max_mb)
         self._rounds = 0
+        self._measuring: asyncio.Future[None] | None = None  # a walk of the data dir under way
         self._forkserver = Forkserver(env_path, limits.preload, self._users.cannot_read_python(self.data_dir.path))
         self._forkserver.start()  # here, so that a preload that fails stops the server from starting
         self._envs: dict[str, EnvHandle] = {}
@@ -79,6 +84,7 @@ class Registry:
         self._policies: dict[str, RestartPolicy] = {}
         self._history: dict[str, list[float]] = {}  # automatic restart times per instance
         self._restarting: dict[str, asyncio.Task[None]] = {}
+        self._reaping: set[asyncio.Future[None]] = set()  # uids being freed of their last processes
 
     @property
     def env_path(self) -> tuple[str, ...]:
@@ -137,9 +143,13 @@ class Registry:
         """Start one process for an instance, if the server may run one more (every path that
         starts a process comes here); nothing is left running if it fails."""
         self._admit()
+        if self._users.exhausted and self._reaping:  # a uid comes back as soon as its last process is gone
+            await asyncio.wait(self._reaping, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         uid, gid = self._users.take()
+        memory_mb = int(tighter(self.limits.env_memory_mb or 0, asked.memory_mb))
         env_limits = EnvLimits(
-            memory_mb=int(tighter(self.limits.env_memory_mb or 0, asked.memory_mb)),
+            memory_mb=memory_mb,
+            address_space_mb=memory_mb if self._address_space or asked.memory_mb else 0,
             cpu_seconds=tighter(self.limits.env_cpu_seconds, asked.cpu_seconds),
             max_files=self.limits.env_max_files,
             cgroup=self._cgroups.make(f"{instance_id}-{restarts}"),
@@ -221,8 +231,16 @@ class Registry:
         return new
 
     def _on_exit(self, handle: EnvHandle) -> None:
-        """An env process ended and its group was killed: its uid, if its own, may serve again."""
-        self._users.give_back(handle.limits.uid)
+        """An env process ended: its uid, if its own, serves again once every process of it is
+        gone (its helpers may have outlived it and its guardian)."""
+        if handle.limits.own_uid and handle.limits.uid is not None:
+            task = asyncio.ensure_future(self._give_back(handle.limits.uid))
+            self._reaping.add(task)
+            task.add_done_callback(self._reaping.discard)
+
+    async def _give_back(self, uid: int) -> None:
+        await self._forkserver.reap(uid)
+        self._users.give_back(uid)
 
     def _on_death(self, handle: EnvHandle) -> bool:
         """An env died on its own: restart it if its policy says so (True if it will try)."""
@@ -333,6 +351,8 @@ class Registry:
         deadline = loop.time() + grace
         for task in list(self._restarting.values()):
             task.cancel()
+        if self._measuring is not None:
+            self._measuring.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
         await asyncio.gather(*self._restarting.values(), *([self._watcher] if self._watcher else []),
@@ -354,6 +374,8 @@ class Registry:
             await asyncio.gather(*starting, *(stop(i, h) for i, h in self._envs.items()), return_exceptions=True)
             hurry.cancel()
             self._envs.clear()
+            if self._reaping:  # what escaped an own-uid env's group goes before the forkserver does
+                await asyncio.wait(self._reaping, timeout=CLOSE_TIMEOUT)
             await self._cgroups.close()
             await self._forkserver.close()
             self.data_dir.close()
@@ -375,6 +397,10 @@ class Registry:
             except Exception:
                 log.exception("watch_failed")
 
+    async def _measure_data_dir(self) -> None:
+        if await asyncio.get_running_loop().run_in_executor(_data_dir_thread, self.data_dir.measure):
+            await self._close_monitors()
+
     async def _close_monitors(self) -> None:
         """The data dir is past its cap: running monitors are closed (an env at work on a
         request at a later round, once it is idle)."""
@@ -394,9 +420,9 @@ class Registry:
         await asyncio.gather(*(h.kill(cause) for h, cause in over_memory(live)))
         await loop.run_in_executor(_watch_thread, self._cgroups.sweep)
         self._rounds += 1
-        if self.data_dir.cap_mb and self._rounds % DATA_DIR_EVERY == 1:
-            if await loop.run_in_executor(_watch_thread, self.data_dir.measure):
-                await self._close_monitors()
+        due = self.data_dir.cap_mb and self._rounds % DATA_DIR_EVERY == 1
+        if due and (self._measuring is None or self._measuring.done()):  # a slow walk delays no round
+            self._measuring = asyncio.ensure_future(self._measure_data_dir())
         now = time.time()
         for h, cause in to_end(self._envs.values(), now, self.limits.idle_timeout, self.limits.max_lifetime):
             h.end(cause)
@@ -408,5 +434,5 @@ class Registry:
 
 def _asked(old: EnvHandle) -> AskedLimits:
     """A restarted env keeps the limits its create asked for."""
-    return AskedLimits(memory_mb=old.limits.memory_mb, cpu_seconds=old.limits.cpu_seconds)
+    return AskedLimits(memory_mb=old.limits.address_space_mb, cpu_seconds=old.limits.cpu_seconds)
 

@@ -1,6 +1,7 @@
 """Whom env code runs as: the server's own user, one named user for all envs (--env-user), or a
 user of its own per env, from a range of uids no account has (--env-uid-range)."""
 
+import grp
 import logging
 import os
 import pwd
@@ -33,12 +34,15 @@ class EnvUsers:
         if uid_range is not None:
             start, count = _parse_range(uid_range)
             _need_root(f"--env-uid-range {uid_range}")
-            taken = sorted((u.pw_uid, u.pw_name) for u in pwd.getpwall() if start <= u.pw_uid < start + count)
-            if taken:
-                uid, owner = taken[0]
-                raise ConfigError(f"--env-uid-range {uid_range} includes uid {uid}, which is user {owner}'s; "
-                                  "choose a range that no account uses (as systemd's DynamicUser does, 61184:4096)")
+            if (taken := _in_use(start, count)) is not None:
+                raise ConfigError(f"--env-uid-range {uid_range} includes {taken}; choose a range that no "
+                                  "account, group or running process uses")
             self._free = deque(range(start, start + count))
+
+    @property
+    def exhausted(self) -> bool:
+        """Every uid of the range runs an env (or is being freed of one)."""
+        return self._free is not None and not self._free
 
     @property
     def own(self) -> bool:
@@ -82,6 +86,31 @@ class EnvUsers:
         """An env's processes are gone: its uid may serve another env."""
         if self._free is not None and uid is not None and uid not in self._free:
             self._free.append(uid)
+
+
+def _in_use(start: int, count: int) -> str | None:
+    """What already uses an id of the range, if anything does: an account, a group, or a running
+    process (systemd's dynamic users, say, have no account)."""
+    inside = range(start, start + count)
+    for user in pwd.getpwall():
+        if user.pw_uid in inside:
+            return f"uid {user.pw_uid}, which is user {user.pw_name}'s"
+    for group in grp.getgrall():
+        if group.gr_gid in inside:
+            return f"gid {group.gr_gid}, which is group {group.gr_name}'s"
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                uid = os.stat(f"/proc/{name}").st_uid
+                if uid in inside:
+                    with open(f"/proc/{name}/stat", "rb") as f:
+                        if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                            continue  # a zombie: it holds the uid, but can do nothing with it
+            except (OSError, IndexError):
+                continue
+            if uid in inside:
+                return f"uid {uid}, which process {name} runs as"
+    return None
 
 
 def _parse_range(text: str) -> tuple[int, int]:

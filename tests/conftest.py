@@ -37,6 +37,16 @@ class Server:
     def descendants(self) -> set[int]:
         return {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
 
+    def back_to(self, before: set[int], timeout: float = 10) -> bool:
+        """True once the server's process tree holds nothing beyond `before` (killed helpers
+        are reaped by the forkserver a moment after their env's close answers)."""
+        deadline = time.monotonic() + timeout
+        while not self.descendants() <= before:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

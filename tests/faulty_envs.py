@@ -9,6 +9,7 @@ import ctypes
 import importlib
 import multiprocessing
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -164,6 +165,20 @@ class EscapesGroup(Base):
         return obs, info
 
 
+class KillsGuardian(EscapesGroup):
+    """Its reset also kills its guardian (same uid: it may), so only the server can clean up after it."""
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        obs, info = super().reset(seed=seed)
+        me = os.getpid()
+        with open(f"/proc/{me}/task/{me}/children") as f:
+            guardians = [int(pid) for pid in f.read().split() if int(pid) != info["helper"]]
+        for pid in guardians:
+            os.kill(pid, signal.SIGKILL)
+        info["guardians"] = guardians
+        return obs, info
+
+
 class ListsFds(Base):
     """Its reset's info lists the descriptors the env process holds, with what each points to."""
 
@@ -202,9 +217,9 @@ class Probes(Base):
     """Reports, in reset's info, who it runs as and what it can reach (each check is optional)."""
 
     def __init__(self, read: str | None = None, signal_pid: int | None = None, connect_port: int | None = None,
-                 setns_pid: int | None = None, module: str | None = None) -> None:
+                 setns_pid: int | None = None, module: str | None = None, write: str | None = None) -> None:
         self.read, self.signal_pid, self.connect_port, self.setns_pid = read, signal_pid, connect_port, setns_pid
-        self.module = module
+        self.module, self.write = module, write
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         obs, info = super().reset(seed=seed)
@@ -212,12 +227,21 @@ class Probes(Base):
                     interfaces=[name for _, name in socket.if_nameindex()])
         status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
         info["caps"] = {k: int(status[k], 16) for k in ("CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb")}
+        info["rlimit_as"] = resource.getrlimit(resource.RLIMIT_AS)[0]  # -1: none
         info["no_new_privs"] = int(status["NoNewPrivs"])
         info["read"] = _outcome(lambda: open(self.read).read()) if self.read else None
         info["import"] = _outcome(lambda: importlib.import_module(self.module)) if self.module else None
+        if self.write:  # a file of its own, that only its user may read
+            fd = os.open(self.write, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.write(fd, b"mine")
+            os.close(fd)
         if self.setns_pid:  # the escape: into another process's network namespace (CAP_SYS_ADMIN)
             def setns() -> None:
-                with open(f"/proc/{self.setns_pid}/ns/net") as ns:
+                try:
+                    ns = open(f"/proc/{self.setns_pid}/ns/net")
+                except OSError as exc:
+                    raise LookupError("open") from exc  # not even the namespace's file: told apart
+                with ns:
                     if ctypes.CDLL(None, use_errno=True).setns(ns.fileno(), 0x40000000) != 0:
                         raise PermissionError(ctypes.get_errno(), "setns")
             info["setns"] = _outcome(setns)
@@ -349,5 +373,5 @@ class Image(gym.Env):
 
 
 for _cls in (Raises, Segfaults, Exits, Spins, IgnoresTerm, Slow, SpawnsHelpers, MemoryBomb, HelperHog, FileHog, ForkBomb, EscapesGroup,
-             ListsFds, Floods, PrintsThenCrashes, Probes, SwapsDirs, HugeReply, ReportsModules, HangsInInit, RaisesInInit, Structured, Image):
+             KillsGuardian, ListsFds, Floods, PrintsThenCrashes, Probes, SwapsDirs, HugeReply, ReportsModules, HangsInInit, RaisesInInit, Structured, Image):
     gym.register(id=f"{_cls.__name__}-v0", entry_point=_cls, disable_env_checker=True)

@@ -67,7 +67,7 @@ def test_fault_is_reported_then_410_until_closed(
     assert info["state"] == "dead" and cause in info["cause"] and info["pid"] == pid
     assert client.post(f"/v1/envs/{iid}/close/").status_code == 204
     assert iid not in client.get("/v1/envs/").json()["all_envs"]
-    assert server.descendants() <= before  # nothing of it is left
+    assert server.back_to(before)  # nothing of it is left
     assert_healthy(client)
 
 
@@ -92,7 +92,7 @@ def test_constructor_that_raises_is_500_and_creates_nothing(client: httpx.Client
         "this env cannot be built; no env was created"
     )
     assert client.get("/v1/envs/").json()["all_envs"] == before
-    assert server.descendants() <= kids
+    assert server.back_to(kids)
 
 
 def test_constructor_that_hangs_is_504_and_creates_nothing(client: httpx.Client, server: Server) -> None:
@@ -104,7 +104,7 @@ def test_constructor_that_hangs_is_504_and_creates_nothing(client: httpx.Client,
         "no env was created"
     )
     assert client.get("/v1/envs/").json()["all_envs"] == before
-    assert server.descendants() <= kids
+    assert server.back_to(kids)
 
 
 def test_module_not_allowed_is_400_and_not_imported(client: httpx.Client, server: Server) -> None:
@@ -112,7 +112,7 @@ def test_module_not_allowed_is_400_and_not_imported(client: httpx.Client, server
     r = client.post("/v1/envs/", json={"env_id": "mylab.private:Anything-v0"})
     assert r.status_code == 400 and "--allow-module mylab.private" in r.json()["message"]
     # refused in the server, before any env process (the only place env modules are imported) began
-    assert server.descendants() <= kids
+    assert server.back_to(kids)
 
 
 def test_hung_env_blocks_no_other_env(client: httpx.Client, tmp_path: Path) -> None:

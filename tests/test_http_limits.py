@@ -2,6 +2,8 @@
 answered 408, 431 or 503, in JSON, and cut off, while other clients are served."""
 
 import json
+import re
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -112,24 +114,89 @@ def test_connections_past_the_cap_are_503(tmp_path: Path) -> None:
         srv.stop()
 
 
-def test_bodies_in_flight_past_their_share_are_503(guarded: Server) -> None:
-    """Forty clients announcing 9 MB bodies took the server to 1.2 GB: together, bodies in
-    flight may announce 160 MB; a request past that is refused before its body is read."""
-    announcing = []
+def test_body_bytes_held_past_their_share_are_503(tmp_path: Path) -> None:
+    """Forty clients sending 9 MB bodies took the server to 1.2 GB: together, the bodies of
+    requests not yet answered may hold 160 MB; the request that passes it is refused and cut off."""
+    srv = start_server(tmp_path, "--read-timeout", "30")
+    head = b"POST /v1/envs/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n"
+    socks = []
     try:
-        for _ in range(16):
-            sock = connect(guarded)
-            sock.sendall(b"POST /v1/envs/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
-            announcing.append(sock)
-        deadline = time.monotonic() + 10
-        while True:  # once the server has taken in their heads (they wait for their bodies)
-            with connect(guarded) as extra:
-                extra.sendall(b"POST /v1/envs/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
-                status, body, _ = answer(extra)
-            if status == 503 or time.monotonic() > deadline:
-                break
-        assert status == 503 and "too many request bodies" in body["message"]
+        for _ in range(17):  # 17 x 9.99 MB, none of them whole: the server holds what came
+            sock = connect(srv)
+            sock.sendall(head + b"x" * 9_990_000)
+            socks.append(sock)
+        answered = select.select(socks, [], [], 10)[0]
+        refusals = [answer(sock) for sock in answered]
+        assert refusals and all(status == 503 and "too many request bodies" in body["message"]
+                                for status, body, _ in refusals), refusals
+        assert len(refusals) <= 2  # only those that passed the share, not everyone after
+        still_serves(srv)
     finally:
-        for sock in announcing:
+        for sock in socks:
             sock.close()
-    still_serves(guarded)
+        srv.stop()
+
+
+def test_a_body_trickled_past_its_due_time_is_408(guarded: Server) -> None:
+    """A byte now and then keeps a body from pausing, not from being late: with --read-timeout 1,
+    a body must be whole 6 s after its head."""
+    with connect(guarded) as sock:
+        sock.sendall(b"POST /v1/envs/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        start = time.monotonic()
+        sock.settimeout(0.5)
+        try:
+            for _ in range(40):
+                sock.sendall(b" ")
+                try:
+                    if sock.recv(65536, socket.MSG_PEEK):
+                        break
+                except TimeoutError:
+                    pass
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        sock.settimeout(15)
+        status, body, end = answer(sock)
+        assert status == 408 and "not sent within 6 s" in body["message"], body
+        assert 5 < end - start < 15
+
+
+def test_pipelined_requests_are_not_cut_off_while_the_server_works(guarded: Server) -> None:
+    """A client may send its next request before the answer to a slow one: it is not late."""
+    with httpx.Client(base_url=guarded.url, timeout=30) as c:
+        iid = c.post("/v1/envs/", json={"env_id": "tests.faulty_envs:Slow-v0", "kwargs": {"seconds": 3}}).json()
+        c.post(f"/v1/envs/{iid['instance_id']}/reset/")
+    with connect(guarded) as sock:
+        step, create = b'{"action": 0}', b'{"env_id": "CartPole-v1"}'
+        sock.sendall(b"POST /v1/envs/%s/step/ HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                     % (iid["instance_id"].encode(), len(step), step)
+                     + b"POST /v1/envs/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+                     % len(create) + create[:10])
+        time.sleep(0.3)  # the rest of the second body comes while the server works on the first (3 s)
+        sock.sendall(create[10:])
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert re.findall(rb"HTTP/1\.1 (\d{3})", data) == [b"200", b"200"], data[:400]  # no 408 between them
+
+
+def test_pipelined_bodies_leave_nothing_held(guarded: Server) -> None:
+    chunked = b"POST /v1/envs/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    for _ in range(4):
+        with connect(guarded) as sock:
+            sock.sendall(chunked * 5)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(65536):
+                pass
+    r = httpx.post(f"{guarded.url}/v1/envs/", json={"env_id": "CartPole-v1"}, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+def test_a_slow_head_after_an_answered_request_is_408_too(guarded: Server) -> None:
+    with connect(guarded) as sock:
+        sock.sendall(b"GET /v1/envs/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = b""
+        while b"}}" not in first:
+            first += sock.recv(65536)
+        sock.sendall(b"GET /v1/envs/ HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+        status, body, _ = answer(sock)
+        assert status == 408 and "--read-timeout" in body["message"]

@@ -123,6 +123,8 @@ def test_envs_get_a_memory_limit_by_default_and_0_turns_it_off(server: Server, c
     quarter = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4 // 2**20
     iid = create(client, "CartPole-v1")
     assert client.get(f"/v1/envs/{iid}/").json()["limits"]["memory_mb"] == quarter
+    probe = create(client, faulty("Probes"))  # watched, not capped in address space (JAX, torch reserve much)
+    assert client.post(f"/v1/envs/{probe}/reset/").json()["info"]["rlimit_as"] == -1
     assert f"env_memory_mb={quarter} " in server.log.read_text()
     off = start_server(tmp_path, "--env-memory-mb", "0")
     try:
@@ -138,7 +140,7 @@ def test_create_kwargs_past_the_cap_are_413_before_anything_starts(client: httpx
     huge = ["F" * 1000] * 100  # 100 KB of map, over the 64 KiB default
     r = client.post("/v1/envs/", json={"env_id": "FrozenLake-v1", "kwargs": {"desc": huge}})
     assert r.status_code == 413 and "--max-kwargs-bytes" in r.json()["message"], r.text
-    assert server.descendants() <= kids
+    assert server.back_to(kids)
     small = ["SFFF", "FHFH", "FFFH", "HFFG"]
     assert client.post("/v1/envs/", json={"env_id": "FrozenLake-v1", "kwargs": {"desc": small}}).status_code == 200
 
@@ -189,3 +191,8 @@ def test_every_start_passes_the_env_limit_restart_included(tmp_path: Path) -> No
             assert c.get(f"/v1/envs/{dead}/").json()["state"] == "dead"
     finally:
         srv.stop()
+
+
+def test_an_explicit_memory_limit_also_caps_address_space(limited: httpx.Client) -> None:
+    probe = create(limited, faulty("Probes"))
+    assert limited.post(f"/v1/envs/{probe}/reset/").json()["info"]["rlimit_as"] > 0

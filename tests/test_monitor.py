@@ -67,7 +67,9 @@ def test_symlink_out_of_the_data_dir_is_400(client: httpx.Client, server: Server
     assert not (Path("/") / name).exists()  # nothing was made through it
 
 
-@pytest.mark.parametrize(("directory", "says"), [("a\u0000b", "NUL"), ("x" * 300, "too long")])
+@pytest.mark.parametrize(("directory", "says"), [("a\u0000b", "NUL"), ("x" * 300, "too long"),
+                                               ("/", "the data directory itself"), (".", "the data directory itself"),
+                                               ("a/..", "the data directory itself")])
 def test_a_directory_the_file_system_refuses_is_400_without_server_paths(
     client: httpx.Client, server: Server, directory: str, says: str
 ) -> None:

@@ -170,3 +170,17 @@ def test_a_step_whose_body_is_cut_short_never_reaches_the_env(server: Server, cl
         time.sleep(0.1)
     assert client.post(f"/v1/envs/{iid}/step/", json={"action": 0}).status_code == 200
     assert client.get(f"/v1/envs/{iid}/").json()["steps"] == 1
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("{iid}/reset/", {"seed": 10**30}),
+    ("{iid}/reset/", {"options": {"x": 10**30}}),
+    ("{iid}/monitor/start/", {"directory": "big", "video_callable": 10**30}),
+    ("", {"env_id": "CartPole-v1", "kwargs": {"x": 10**30}}),
+])
+def test_a_number_too_big_to_send_is_400_and_leaves_the_env_usable(client: httpx.Client, path: str, body: dict) -> None:
+    iid = create(client, "CartPole-v1")
+    client.post(f"/v1/envs/{iid}/reset/")
+    r = client.post(f"/v1/envs/{path.format(iid=iid)}", json=body, headers={"X-Request-Timeout": "5"})
+    assert r.status_code == 400, r.text
+    assert client.post(f"/v1/envs/{iid}/step/", json={"action": 0}, headers={"X-Request-Timeout": "5"}).status_code == 200

@@ -1,6 +1,7 @@
 """The parent's pipe protocol on a real socket pair: framing, order, stale and wrong replies."""
 
 import asyncio
+import os
 import socket
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -100,5 +101,22 @@ def test_pipe_closed_by_the_child_fails_waiting_requests(run: Callable) -> None:
             await fut
         with pytest.raises(PipeLost):
             await pipe.send(2, encode(Sample(2)))
+
+    run(main())
+
+
+@pytest.mark.parametrize(("raw", "says"), [
+    (b"\xff\xff\xff\xfc", "a frame of length -4"),  # once, a loop that never advanced: the server froze
+    (b"\x00\x00\x00\x03abc", "something that is not a reply"),
+])
+def test_what_env_code_writes_to_its_pipe_is_a_fault_not_a_hang(run: Callable, raw: bytes, says: str) -> None:
+    async def main() -> None:
+        pipe, child, problems = await connected()
+        fut = pipe.send(1, encode(Sample(1)))
+        os.write(child.fileno(), raw + b"\x00" * 64)  # env code may write anything to its descriptor
+        await asyncio.wait_for(problems.seen.wait(), 10)
+        assert len(problems) == 1 and says in problems[0]
+        with pytest.raises(PipeLost):
+            await asyncio.wait_for(fut, 10)
 
     run(main())
