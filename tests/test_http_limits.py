@@ -41,6 +41,22 @@ def answer(sock: socket.socket) -> tuple[int, dict, float]:
     return int(head.split()[1]), json.loads(body), time.monotonic()
 
 
+def trickle(sock: socket.socket, data: bytes, pause: float) -> None:
+    """Send a byte at a time, `pause` seconds apart, until the server answers (or all is sent)."""
+    sock.settimeout(pause)
+    try:
+        for byte in data:
+            sock.sendall(bytes([byte]))
+            try:
+                if sock.recv(65536, socket.MSG_PEEK):
+                    break  # answered
+            except TimeoutError:
+                pass
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # cut off: the answer is still in the socket
+    sock.settimeout(15)
+
+
 def still_serves(srv: Server) -> None:
     assert httpx.get(f"{srv.url}/v1/envs/", timeout=10).status_code == 200
 
@@ -57,18 +73,7 @@ def test_a_head_sent_a_byte_at_a_time_is_408(guarded: Server) -> None:
     """Slowloris: each byte keeps a naive server waiting for the next."""
     with connect(guarded) as sock:
         start = time.monotonic()
-        sock.settimeout(0.3)
-        try:
-            for byte in b"GET /v1/envs/ HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 100:
-                sock.sendall(bytes([byte]))
-                try:
-                    if sock.recv(65536, socket.MSG_PEEK):
-                        break  # answered
-                except TimeoutError:
-                    pass
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        sock.settimeout(15)
+        trickle(sock, b"GET /v1/envs/ HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 100, 0.3)
         status, body, end = answer(sock)
         assert status == 408 and "--read-timeout" in body["message"]
         assert end - start < 10
@@ -143,18 +148,7 @@ def test_a_body_trickled_past_its_due_time_is_408(guarded: Server) -> None:
     with connect(guarded) as sock:
         sock.sendall(b"POST /v1/envs/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
         start = time.monotonic()
-        sock.settimeout(0.5)
-        try:
-            for _ in range(40):
-                sock.sendall(b" ")
-                try:
-                    if sock.recv(65536, socket.MSG_PEEK):
-                        break
-                except TimeoutError:
-                    pass
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        sock.settimeout(15)
+        trickle(sock, b" " * 40, 0.5)
         status, body, end = answer(sock)
         assert status == 408 and "not sent within 6 s" in body["message"], body
         assert 5 < end - start < 15
