@@ -305,8 +305,10 @@ class EnvHandle:
             return "; it is being restarted under the same id: reset it before its next step"
         return "; close it and create a new one"
 
-    def _gone(self) -> EnvGone:
-        """For a request that was not run: the env is dead."""
+    def _gone(self) -> SupervisorError:
+        """For a request that was not run: the env is dead (or died being made: no env is)."""
+        if not self._made:
+            return EnvCrashed(f"{self._name} {self.cause}{self._advice()}")
         return EnvGone(f"{self._name} {self.cause}; close it and create a new one")
 
     # --- process plumbing ---
