@@ -71,11 +71,16 @@ class MonitorClose(Request):
     pass
 
 
+class Render(Request):
+    pass  # the reply's body is a PNG, not JSON
+
+
 class Close(Request):
     pass
 
 
-AnyRequest = Make | Reset | Step | SpaceInfo | Sample | ActionContains | ObservationContains | MonitorStart | MonitorClose | Close
+AnyRequest = (Make | Reset | Step | SpaceInfo | Sample | ActionContains | ObservationContains | MonitorStart
+              | MonitorClose | Render | Close)
 
 
 class Reply(msgspec.Struct, frozen=True, tag_field="op", tag=str.lower):

@@ -24,6 +24,7 @@ from envproc.protocol import (
     MonitorStart,
     ObservationContains,
     Raised,
+    Render,
     Reply,
     Reset,
     Sample,
@@ -32,6 +33,7 @@ from envproc.protocol import (
     decode_request,
     encode,
 )
+from envproc.png import encode_png
 from envproc.video import VideoUnavailable
 
 
@@ -191,6 +193,15 @@ class EnvServer:
             case MonitorClose():
                 self._close_monitor()
                 return b""
+            case Render():
+                if env.render_mode != "rgb_array":
+                    raise Usage(f"this env renders no frames (its render_mode is {env.render_mode!r}); create it "
+                                "with kwargs {\"render_mode\": \"rgb_array\"} to see them")
+                frame = env.render()
+                try:
+                    return encode_png(frame)
+                except ValueError as exc:
+                    raise Usage(f"its render() gave no RGB frame: {exc}") from None
             case Close():
                 self._close_monitor()
                 env.close()

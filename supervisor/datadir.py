@@ -63,18 +63,20 @@ class DataDir:
                      "(--data-dir-max-mb): no monitor starts until the admin clears it")
         return True
 
-    def make(self, directory: str, owner: tuple[int, int] | None = None) -> str:
-        """Make the client's monitor directory (and its parents) under the data dir, give the
-        last one to `owner` (its user alone may enter it: mode 0700), and return its path for
-        the env process. It may pass only through directories of the server's (root's) or of
-        `owner`'s own, so no other env can plant a link on the env's way to it later."""
+    def make(self, directory: str, owner: tuple[int, int] | None = None, under: str = "") -> str:
+        """Make the client's monitor directory (and its parents) under the data dir (in its
+        directory `under`, a user's name, if given), give the last one to `owner` (its user
+        alone may enter it: mode 0700), and return its path for the env process. It may pass
+        only through directories of the server's or of `owner`'s own, so no other env can plant
+        a link on the env's way to it later."""
         if self.full is not None:
             raise StorageFull(self.full)
         parts = parts_of(directory)
         if not parts:
             raise BadRequest(f"monitor directory {directory!r} names the data directory itself; "
                              "name a directory inside it")
-        mine = {0} if owner is None else {0, owner[0]}
+        parts = [under, *parts] if under else parts  # `..` was resolved within the client's part alone
+        mine = {0, os.geteuid()} if owner is None else {0, os.geteuid(), owner[0]}
         fd = os.dup(self._fd)
         try:
             for i, part in enumerate(parts):

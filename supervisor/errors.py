@@ -6,6 +6,9 @@ SupervisorError
  |    +-- EnvUsage            the env refused the request as the client's mistake (step before reset)
  |    +-- LookupFailed        gymnasium.make knows no such env id
  +-- TooLarge            the request is larger than the server takes
+ +-- NotSignedIn         the request carries no token, or one no user has
+ +-- Forbidden           the caller's role may not do this
+ +-- QuotaExceeded       the caller runs as many envs as their quota allows
  +-- EnvRaised           the env's own code raised; the env is still alive and usable
  +-- EnvCrashed          the env process died while answering this request
  +-- EnvTimeout          the env did not answer in time and was killed
@@ -51,6 +54,18 @@ class LookupFailed(BadRequest):
 
 class TooLarge(SupervisorError):
     """Raised when a request, or a part of it, is larger than the server's limit for it."""
+
+
+class NotSignedIn(SupervisorError):
+    """Raised when the server has users and the request names none of them."""
+
+
+class Forbidden(SupervisorError):
+    """Raised when the caller is known but their role does not allow the request."""
+
+
+class QuotaExceeded(SupervisorError):
+    """Raised when a create (or restart of a dead env) would take the caller past max_envs."""
 
 
 class EnvRaised(SupervisorError):

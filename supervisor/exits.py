@@ -11,6 +11,15 @@ def memory_cause(limits: EnvLimits) -> str:
     return f"hit its memory limit {limits.memory_mb} MB" if limits.memory_mb else "ran out of memory"
 
 
+def exit_kind(exitcode: int | None, limits: EnvLimits = NO_LIMITS, oom_killed: bool | None = None) -> str:
+    """The kind of death (handle.DEATHS) of an exit `describe_exit` tells of."""
+    if exitcode == EXIT_OUT_OF_MEMORY or (exitcode == -signal.SIGKILL and oom_killed):
+        return "memory"
+    if exitcode == -signal.SIGXCPU and limits.cpu_seconds:
+        return "cpu"
+    return "crash"
+
+
 def describe_exit(exitcode: int | None, limits: EnvLimits = NO_LIMITS, oom_killed: bool | None = None) -> str:
     """`describe_exit(-11) == "was killed by SIGSEGV"`; -N stands for signal N, and None for an
     exit the forkserver could not report, having ended first.

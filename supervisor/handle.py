@@ -1,6 +1,7 @@
 """One env's child process behind a small interface: start, call with timeout, kill, info."""
 
 import asyncio
+import collections
 import enum
 import logging
 import os
@@ -33,7 +34,7 @@ from supervisor.errors import (
     SupervisorError,
     refusal,
 )
-from supervisor.exits import NO_LIMITS, describe_exit
+from supervisor.exits import NO_LIMITS, describe_exit, exit_kind
 from supervisor.forkserver import Forkserver
 from supervisor.output import OutputTail
 from supervisor.pipe import PipeLost, ReplyPipe
@@ -42,10 +43,15 @@ from supervisor.usage import Usage, oom_kills
 log = logging.getLogger("gym_supervisor.env")
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
+HISTORY_EVERY = 2.0  # seconds between two samples of an env's usage history
+HISTORY_LEN = 90  # samples kept: three minutes
 REAP_WAIT = 5.0  # seconds to wait for a killed or closing process to be reaped
 
 # What a request in flight is told when the server itself ends its env: its class and message.
 Fate = tuple[type[SupervisorError], str]
+
+# Why an env died, in one word (the metrics' label): one of DEATHS.
+DEATHS = ("crash", "timeout", "memory", "cpu", "admin_kill", "idle", "lifetime", "crash_loop")
 
 
 class State(enum.Enum):
@@ -64,25 +70,26 @@ class EnvHandle:
         self, forkserver: Forkserver, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None,
         limits: EnvLimits = NO_LIMITS, lifetime: float = 0, restarts: int = 0, max_reply: int = 0,
         on_death: Callable[["EnvHandle"], bool] | None = None,
-        on_exit: Callable[["EnvHandle"], None] | None = None,
+        on_exit: Callable[["EnvHandle"], None] | None = None, owner: str = "",
     ) -> None:
         self._forkserver = forkserver
         self.limits = limits
         self.lifetime = lifetime
         self.max_reply = max_reply  # bytes an env's reply may take (0: any)
         self.restarts = restarts  # how many processes this instance had before this one
-        # Told of a death the env brought on itself (crash, timeout, limit); True: a restart follows.
+        # Told of every death but a close's (its kind is in `death`); True: a restart follows.
         self._on_death = on_death
         self._on_exit_hook = on_exit  # told when the process has ended, however it ended
         self._restart_follows = False
-        self._ended_by_us = False
         self._fate: Fate | None = None
+        self.owner = owner  # the user whose env this is ("" on a server without users)
         self.instance_id = instance_id
         self.env_id = env_id
         self.kwargs = kwargs
         self.seed = seed
         self.pid: int | None = None
         self.cause: str | None = None  # set once, when the process is known dead or doomed
+        self.death: str | None = None  # and its kind, one of DEATHS
         self.died: float | None = None  # when the cause was set
         self.created = time.time()
         self.last_active = self.created
@@ -101,6 +108,10 @@ class EnvHandle:
         self._exited: asyncio.Future[int | None] | None = None
         self._oom_kills: int | None = None
         self.usage: Usage | None = None  # its process tree's, as the watcher read it last
+        self._usage_at = 0.0  # when (monotonic)
+        self.cpu_percent: float | None = None  # of one core, between the watcher's last two readings
+        # (time, CPU percent, RSS bytes), one every HISTORY_EVERY s at most: the admin page's graphs.
+        self.history: collections.deque[tuple[float, float, int]] = collections.deque(maxlen=HISTORY_LEN)
         self.monitoring = False  # a monitor runs in it (it writes to the data dir)
         self.output: OutputTail | None = None
 
@@ -181,7 +192,7 @@ class EnvHandle:
                     f"{self._name} was busy with an earlier request for all of this request's {timeout:g} s, "
                     "so this request was not run and the env is unchanged; retry it, or give it a longer timeout"
                 ) from None
-            await self.kill(f"was killed after {timeout:g} s without a reply")
+            await self.kill(f"was killed after {timeout:g} s without a reply", kind="timeout")
             raise EnvTimeout(f"{self._name} {self.cause}{self._advice()}{await self._last_output()}") from None
         except PipeLost:
             await self._wait_exit()
@@ -200,7 +211,7 @@ class EnvHandle:
             raise self._gone()
         self.last_active = time.time()
         if self.past_lifetime(self.last_active) and not self._turn.locked():
-            self.end(f"was closed at the end of its lifetime of {self.lifetime:g} s")  # this reply still goes out
+            self.end(f"was closed at the end of its lifetime of {self.lifetime:g} s", "lifetime")  # this reply still goes out
         if type(reply) is Done:
             if kind is Step:
                 self.steps += 1
@@ -212,12 +223,12 @@ class EnvHandle:
         assert isinstance(reply, Raised)
         raise refusal(reply, self._name, self.env_id)
 
-    async def kill(self, cause: str, fate: Fate | None = None) -> None:
+    async def kill(self, cause: str, fate: Fate | None = None, kind: str = "crash") -> None:
         """SIGKILL the env's whole process group (it cannot ignore that), then reap it. `fate`:
         what the request in flight is told, when the server ends the env on purpose."""
         if fate is not None and self.cause is None:
             self._fate = fate
-        self._set_cause(cause)
+        self._set_cause(cause, kind)
         if self._exited is None:  # not forked yet: start() finds the cause and goes no further
             return
         self._signal_group()
@@ -240,20 +251,31 @@ class EnvHandle:
         self._closed = True
         log.info("env_closed instance=%s env_id=%r pid=%s", self.instance_id, self.env_id, self.pid)
 
-    def end(self, cause: str) -> None:
-        """Stop the env now without waiting; it stays listed, dead with this cause, and is not
-        restarted: the server chose to end it."""
-        self._ended_by_us = True
-        self._set_cause(cause)
+    def end(self, cause: str, kind: str) -> None:
+        """Stop the env now without waiting; it stays listed, dead with this cause (idle or
+        lifetime: not a kind that is restarted)."""
+        self._set_cause(cause, kind)
         self._signal_group()
 
-    def amend_cause(self, more: str) -> None:
+    def amend_cause(self, more: str, kind: str | None = None) -> None:
         """Add what became of a dead env (a crash loop, a failed restart) to its cause."""
         self.cause = more if self.cause is None else f"{more} (last: {self.cause})"
+        self.death = kind or self.death
 
     async def reaped(self) -> None:
         """Wait until the process is gone (bounded; a stuck one is killed)."""
         await self._wait_exit()
+
+    def observe(self, used: Usage | None, now: float) -> None:
+        """The watcher's reading of its processes' usage at monotonic time `now`."""
+        before, at = self.usage, self._usage_at
+        self.usage, self._usage_at = used, now
+        if used is None:
+            return
+        if before is not None and now > at:
+            self.cpu_percent = round(max(used.cpu_seconds - before.cpu_seconds, 0.0) / (now - at) * 100, 1)
+        if self.cpu_percent is not None and (not self.history or now - self.history[-1][0] >= HISTORY_EVERY):
+            self.history.append((now, self.cpu_percent, used.rss_bytes))
 
     def past_lifetime(self, now: float) -> bool:
         return bool(self.lifetime) and now - self.created > self.lifetime
@@ -264,6 +286,7 @@ class EnvHandle:
         used = self.usage if self.cause is None else None
         return {
             "instance_id": self.instance_id,
+            "owner": self.owner,
             "env_id": self.env_id,
             "state": self.state.value,
             "pid": self.pid,
@@ -274,6 +297,7 @@ class EnvHandle:
             "waiting": self.waiting,
             "monitoring": self.monitoring,
             "cpu_seconds": used.cpu_seconds if used else None,
+            "cpu_percent": self.cpu_percent if used else None,
             "rss_bytes": used.rss_bytes if used else None,
             "limits": {"memory_mb": self.limits.memory_mb, "cpu_seconds": self.limits.cpu_seconds},
             "restarts": self.restarts,
@@ -313,17 +337,18 @@ class EnvHandle:
 
     # --- process plumbing ---
 
-    def _set_cause(self, cause: str) -> None:
+    def _set_cause(self, cause: str, kind: str) -> None:
         """The first cause sticks: it is the one the client and the log are told."""
         if self.cause is not None:
             return
-        self.cause = cause
+        self.cause, self.death = cause, kind
         self.died = time.time()
         if self._pipe is not None:
             self._pipe.close()  # the requests waiting on a dead env are told so now, not at its reaping
         if not self._closing:
-            log.warning("env_dead instance=%s env_id=%r pid=%s cause=%r", self.instance_id, self.env_id, self.pid, cause)
-            if self._on_death is not None and not self._ended_by_us and self._fate is None:
+            log.warning("env_dead instance=%s owner=%r env_id=%r pid=%s kind=%s cause=%r",
+                        self.instance_id, self.owner, self.env_id, self.pid, kind, cause)
+            if self._on_death is not None:
                 self._restart_follows = self._on_death(self)
 
     def _signal_group(self) -> None:
@@ -352,18 +377,19 @@ class EnvHandle:
     def _expire(self, seq: int, timeout: float) -> None:
         """A request whose caller went away ran out of time: the env is killed as if it had waited."""
         if self._running == seq and self.cause is None:
-            self._set_cause(f"was killed after {timeout:g} s without a reply")
+            self._set_cause(f"was killed after {timeout:g} s without a reply", "timeout")
             self._signal_group()
 
     def _on_exit(self, exited: "asyncio.Future[int | None]") -> None:
         before, now = self._oom_kills, oom_kills()
-        self._set_cause(describe_exit(exited.result(), self.limits, None if None in (before, now) else now != before))
+        oom = None if None in (before, now) else now != before
+        self._set_cause(describe_exit(exited.result(), self.limits, oom), exit_kind(exited.result(), self.limits, oom))
         self._signal_group()  # however it ended, nothing it spawned outlives it
         if self._on_exit_hook is not None:
             self._on_exit_hook(self)
 
     def _on_fault(self, cause: str) -> None:
-        self._set_cause(cause)
+        self._set_cause(cause, "crash")
         self._signal_group()
 
     async def _last_output(self) -> str:
@@ -382,7 +408,7 @@ class EnvHandle:
             await asyncio.wait_for(asyncio.shield(self._exited), REAP_WAIT)
         except TimeoutError:
             # It closed its pipe but lives on, or ignores SIGKILL's delivery (D state): make sure.
-            self._set_cause("closed its pipe without exiting and was killed")
+            self._set_cause("closed its pipe without exiting and was killed", "crash")
             self._signal_group()
 
     def _release(self) -> None:

@@ -1,6 +1,7 @@
 """Every env of the server by instance id, and the forkserver their processes come from."""
 
 import asyncio
+import collections
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ from supervisor.errors import (
     ConfigError,
     EnvCrashed,
     EnvGone,
+    QuotaExceeded,
     ServerBusy,
     ShuttingDown,
     SupervisorError,
@@ -28,8 +30,9 @@ from supervisor.errors import (
 )
 from supervisor.fates import Fates
 from supervisor.forkserver import Forkserver
-from supervisor.handle import EnvHandle, State
+from supervisor.handle import DEATHS, EnvHandle, State
 from supervisor.limits import Limits
+from supervisor.probe import Probe
 from supervisor.restart import RestartPolicy, bounded, crash_loop, loop_cause, recent
 from supervisor.usage import default_max_procs, default_memory_mb, usage_of_envs
 from supervisor.users import EnvUsers
@@ -39,6 +42,7 @@ log = logging.getLogger("gym_supervisor.env")
 
 CLOSE_TIMEOUT = 5.0
 RETRY_AFTER = 5  # seconds a client is told to wait when the server is full
+RESTARTED = {"crash", "timeout", "memory", "cpu"}  # deaths a restart policy answers; the server's own ends it does not
 DATA_DIR_EVERY = 10  # the data dir's size is measured every this many watch rounds (a walk of it)
 # The watcher's blocking reads get a thread of their own: clients polling env info, which use
 # the shared pool, cannot delay a memory round.
@@ -85,6 +89,9 @@ class Registry:
         self._history: dict[str, list[float]] = {}  # automatic restart times per instance
         self._restarting: dict[str, asyncio.Task[None]] = {}
         self._reaping: set[asyncio.Future[None]] = set()  # uids being freed of their last processes
+        self.probe = Probe(self)
+        self.deaths: collections.Counter[str] = collections.Counter({kind: 0 for kind in DEATHS})
+        self.started = time.time()
 
     @property
     def env_path(self) -> tuple[str, ...]:
@@ -95,11 +102,13 @@ class Registry:
         self._watcher = asyncio.create_task(self._watch(), name="env-watch")
 
     def prepare_directory(self, instance_id: str, directory: str) -> str:
-        """Make a client's monitor directory under the data dir for an env, owned by the env's
-        user when it has one (never following a link the env could plant); its path."""
-        limits = self.get(instance_id).limits
+        """Make a client's monitor directory for an env, under the data dir (and in it under its
+        owner's name, where envs have owners), owned by the env's user when it has one (never
+        following a link the env could plant); its path."""
+        handle = self.get(instance_id)
+        limits = handle.limits
         owner = (limits.uid, limits.gid) if limits.uid is not None and limits.gid is not None else None
-        return self.data_dir.make(directory, owner)
+        return self.data_dir.make(directory, owner, under=handle.owner)
 
     def check_env_id(self, env_id: str) -> None:
         """Refuse `module:EnvId` for a module not allowed, before anything imports it."""
@@ -116,8 +125,11 @@ class Registry:
 
     async def create(
         self, env_id: str, kwargs: dict[str, Any], seed: int | None, timeout: float,
-        restart: RestartPolicy | None = None, asked: AskedLimits = NONE_ASKED,
+        restart: RestartPolicy | None = None, asked: AskedLimits = NONE_ASKED, owner: str = "", quota: int = 0,
+        memory_cap: int = 0,
     ) -> str:
+        """Start an env for `owner`, who may run `quota` envs at most (0: any number), each with
+        at most `memory_cap` MB (0: the server's limit); its id."""
         if self._closing:
             raise ShuttingDown()
         self.check_env_id(env_id)
@@ -128,7 +140,7 @@ class Registry:
         instance_id = uuid.uuid4().hex[:8]
         while instance_id in self._envs or instance_id in self._fates:
             instance_id = uuid.uuid4().hex[:8]
-        handle = await self._launch(instance_id, env_id, kwargs, seed, timeout, 0, asked)
+        handle = await self._launch(instance_id, env_id, kwargs, seed, timeout, 0, asked, owner, quota, memory_cap)
         self._envs[instance_id] = handle
         if restart is None and self.limits.restart_max:
             restart = RestartPolicy(self.limits.restart_max)
@@ -138,15 +150,17 @@ class Registry:
 
     async def _launch(
         self, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None, timeout: float, restarts: int,
-        asked: AskedLimits,
+        asked: AskedLimits, owner: str, quota: int = 0, memory_cap: int = 0, admit: bool = True,
     ) -> EnvHandle:
-        """Start one process for an instance, if the server may run one more (every path that
-        starts a process comes here); nothing is left running if it fails."""
-        self._admit()
+        """Start one process for an instance, if the server (and the owner's quota) may run one
+        more (every path that starts a process comes here); nothing is left running if it fails."""
         if self._users.exhausted and self._reaping:  # a uid comes back as soon as its last process is gone
             await asyncio.wait(self._reaping, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        # From the admission to `_starting` nothing awaits: two creates cannot both take the last place.
+        if admit:
+            self._admit(owner, quota)
         uid, gid = self._users.take()
-        memory_mb = int(tighter(self.limits.env_memory_mb or 0, asked.memory_mb))
+        memory_mb = int(tighter(tighter(self.limits.env_memory_mb or 0, memory_cap), asked.memory_mb))
         env_limits = EnvLimits(
             memory_mb=memory_mb,
             address_space_mb=memory_mb if self._address_space or asked.memory_mb else 0,
@@ -161,7 +175,7 @@ class Registry:
         handle = EnvHandle(
             self._forkserver, instance_id, env_id, kwargs, seed, env_limits, self.limits.max_lifetime,
             restarts=restarts, max_reply=self.limits.max_reply_mb * 2**20, on_death=self._on_death,
-            on_exit=self._on_exit,
+            on_exit=self._on_exit, owner=owner,
         )
         self._starting.add(handle)
         try:
@@ -176,33 +190,49 @@ class Registry:
         finally:
             self._starting.discard(handle)
         if self._closing:  # the shutdown began while this env started: it must not outlive the server
-            await self._dispose(handle)
+            await self.dispose(handle)
             raise ShuttingDown()
         return handle
 
-    def _admit(self) -> None:
-        """Refuse one more env process past --max-envs."""
+    def _admit(self, owner: str, quota: int = 0) -> None:
+        """Refuse one more env process past --max-envs, or one more env of `owner` past `quota`."""
         limit = self.limits.max_envs
         if limit and self.live() >= limit:
             raise ServerBusy(
                 f"the server runs its limit of {limit} envs; close one of yours or retry later", RETRY_AFTER
             )
+        if quota and (mine := self.live(owner)) >= quota:
+            raise QuotaExceeded(f"user {owner} runs {mine} envs, their quota (max_envs = {quota}); "
+                                "close one of them first")
 
-    async def _dispose(self, handle: EnvHandle, timeout: float = CLOSE_TIMEOUT, force: bool = False,
+    async def launch_probe(self, instance_id: str, env_id: str, timeout: float) -> EnvHandle:
+        """The health probe's env: the server's own, outside --max-envs, listed nowhere."""
+        if self._closing:
+            raise ShuttingDown()
+        return await self._launch(instance_id, env_id, {}, None, timeout, 0, NONE_ASKED, "", admit=False)
+
+    async def health(self) -> str | None:
+        """None while an env can be made and stepped; else why not."""
+        if self._closing:
+            return ShuttingDown().args[0]
+        return await self.probe.check()
+
+    async def dispose(self, handle: EnvHandle, timeout: float = CLOSE_TIMEOUT, force: bool = False,
                        **how: Any) -> None:
         """Close a handle for good: its process, and then its cgroup."""
         await handle.close(timeout, force=force, **how)
         self._cgroups.release(handle.limits.cgroup)
 
-    async def restart(self, instance_id: str, timeout: float) -> dict[str, Any]:
+    async def restart(self, instance_id: str, timeout: float, quota: int = 0) -> dict[str, Any]:
         """Kill the instance's process, whatever its state, and start a fresh one under its id.
-        Requests waiting their turn on the old process go to the new one."""
+        Requests waiting their turn on the old process go to the new one. `quota`: the envs its
+        owner may run, if the restart counts against it (a restart by an admin does not)."""
         if self._closing:
             raise ShuttingDown()
         await self._settle(instance_id, timeout)
         old = self.get(instance_id)
         if old.cause is not None:  # a dead env's new process is one more: it must fit, before the old goes
-            self._admit()
+            self._admit(old.owner, quota)
         report = {"pid": old.pid, "state": old.state.value, "cause": old.cause}
         task = asyncio.create_task(self._restart_by_hand(old, timeout), name=f"restart-{instance_id}")
         self._restarting[instance_id] = task
@@ -217,15 +247,16 @@ class Registry:
             f"env {iid} ({old.env_id}) was restarted by a restart request while this request ran; "
             "reset it before its next step",
         )
-        await self._dispose(old, force=True, fate=fate)
+        await self.dispose(old, force=True, fate=fate)
         try:
-            new = await self._launch(iid, old.env_id, old.kwargs, old.seed, timeout, old.restarts + 1, _asked(old))
+            new = await self._launch(iid, old.env_id, old.kwargs, old.seed, timeout, old.restarts + 1, _asked(old),
+                                     old.owner, memory_cap=old.limits.memory_mb)
         except BaseException as exc:
             old.amend_cause(f"was restarted, but the new process failed: {exc}")
             raise
         if self._envs.get(iid) is not old:  # closed while it restarted
-            await self._dispose(new)
-            raise UnknownInstance(iid, self._fates.get(iid))
+            await self.dispose(new)
+            raise UnknownInstance(iid, self._fates.get(iid, old.owner))
         self._envs[iid] = new
         log.info("env_restarted instance=%s env_id=%r old_pid=%s pid=%s", iid, new.env_id, old.pid, new.pid)
         return new
@@ -243,9 +274,13 @@ class Registry:
         self._users.give_back(uid)
 
     def _on_death(self, handle: EnvHandle) -> bool:
-        """An env died on its own: restart it if its policy says so (True if it will try)."""
+        """An env died (not closed): count it, and restart it if it died of something a restart
+        answers and its policy says so (True if it will try)."""
         iid = handle.instance_id
-        if self._closing or self._envs.get(iid) is not handle or iid not in self._policies:
+        if self._closing:
+            return False
+        self.deaths[handle.death or "crash"] += 1
+        if handle.death not in RESTARTED or self._envs.get(iid) is not handle or iid not in self._policies:
             return False
         task = asyncio.create_task(self._restart_after_death(handle), name=f"restart-{iid}")
         self._restarting[iid] = task
@@ -258,19 +293,21 @@ class Registry:
         now = time.time()
         history = recent(self._history.get(iid, []), now, policy)
         if crash_loop(history, now, policy):
-            old.amend_cause(loop_cause(policy))
+            old.amend_cause(loop_cause(policy), "crash_loop")
+            self.deaths["crash_loop"] += 1
             log.warning("env_crash_loop instance=%s env_id=%r cause=%r", iid, old.env_id, old.cause)
             return
         self._history[iid] = [*history, now]
         try:
             new = await self._launch(
-                iid, old.env_id, old.kwargs, old.seed, self.limits.create_timeout, old.restarts + 1, _asked(old)
+                iid, old.env_id, old.kwargs, old.seed, self.limits.create_timeout, old.restarts + 1, _asked(old),
+                old.owner, memory_cap=old.limits.memory_mb,
             )
         except SupervisorError as exc:
             old.amend_cause(f"restarting it failed: {exc}")
             return
         if self._envs.get(iid) is not old:  # closed or restarted by hand meanwhile
-            await self._dispose(new)
+            await self.dispose(new)
             return
         self._envs[iid] = new
         log.info("env_restarted instance=%s env_id=%r old_pid=%s pid=%s restarts=%d",
@@ -289,15 +326,45 @@ class Registry:
         """The policy an env runs under, as the server bounded it."""
         return self._policies.get(instance_id)
 
-    def live(self) -> int:
-        """Env processes running or starting; dead envs kept for their cause do not count."""
-        return len(self._starting) + sum(1 for h in self._envs.values() if h.cause is None)
+    def live(self, owner: str | None = None) -> int:
+        """Env processes running or starting, of `owner` or of all; dead envs kept for their
+        cause do not count, nor an owner's envs being restarted."""
+        if owner is None:
+            return len(self._starting) + sum(1 for h in self._envs.values() if h.cause is None)
+        return (sum(1 for h in self._starting if h.owner == owner and not h.restarts)
+                + sum(1 for h in self._envs.values() if h.cause is None and h.owner == owner))
+
+    def handles(self) -> list[EnvHandle]:
+        """Every env listed, of every owner (for admins)."""
+        return list(self._envs.values())
+
+    async def kill(self, instance_id: str, by: str) -> None:
+        """Kill an env now, whatever it does, for admin `by`: a request in flight is answered
+        502 at once, the next ones 410; it is not restarted."""
+        handle = self.get(instance_id)
+        who = f"admin {by}" if by else "an admin"  # an open server's one user has no name
+        fate = (EnvCrashed, f"env {instance_id} ({handle.env_id}) was killed by {who} while this request ran; "
+                            "close it and create a new one")
+        await handle.kill(f"was killed by {who}", fate, kind="admin_kill")
+
+    async def close_owner(self, owner: str, fate: str) -> list[str]:
+        """Close every env of `owner` (a user removed); their ids."""
+        ids = [iid for iid, h in self._envs.items() if h.owner == owner]
+        await asyncio.gather(*(self.close(iid, fate=fate) for iid in ids), return_exceptions=True)
+        return ids
 
     def get(self, instance_id: str) -> EnvHandle:
         try:
             return self._envs[instance_id]
         except KeyError:
             raise UnknownInstance(instance_id, self._fates.get(instance_id)) from None
+
+    def owned(self, instance_id: str, owner: str) -> EnvHandle:
+        """An env of `owner`'s; any other id reads as unknown, whoever's it is."""
+        handle = self._envs.get(instance_id)
+        if handle is None or handle.owner != owner:
+            raise UnknownInstance(instance_id, self._fates.get(instance_id, owner))
+        return handle
 
     def info(self, instance_id: str) -> dict[str, Any]:
         return self.get(instance_id).info()
@@ -333,10 +400,10 @@ class Registry:
         handle = self._envs.pop(instance_id, None)
         if handle is None:
             raise UnknownInstance(instance_id, self._fates.get(instance_id))
-        self._fates.remember(instance_id, fate)
+        self._fates.remember(instance_id, fate, handle.owner)
         self._policies.pop(instance_id, None)
         self._history.pop(instance_id, None)
-        await self._dispose(handle, timeout, fate=(EnvGone, f"env {instance_id} ({handle.env_id}) was closed "
+        await self.dispose(handle, timeout, fate=(EnvGone, f"env {instance_id} ({handle.env_id}) was closed "
                                                            "by a close request while this request ran"))
 
     async def shutdown(self, grace: float) -> None:
@@ -364,7 +431,7 @@ class Registry:
 
         async def stop(iid: str, handle: EnvHandle) -> None:
             close = asyncio.ensure_future(
-                self._dispose(handle, max(deadline - loop.time(), 0.001), wait_turn=True, fate=fate))
+                self.dispose(handle, max(deadline - loop.time(), 0.001), wait_turn=True, fate=fate))
             await asyncio.wait([close, hurry], return_when=asyncio.FIRST_COMPLETED)
             if not close.done():  # a second signal: now
                 await handle.kill("was stopped: the server is shutting down", fate)
@@ -374,6 +441,7 @@ class Registry:
             await asyncio.gather(*starting, *(stop(i, h) for i, h in self._envs.items()), return_exceptions=True)
             hurry.cancel()
             self._envs.clear()
+            await self.probe.close()
             if self._reaping:  # what escaped an own-uid env's group goes before the forkserver does
                 await asyncio.wait(self._reaping, timeout=CLOSE_TIMEOUT)
             await self._cgroups.close()
@@ -415,17 +483,18 @@ class Registry:
         usage = await loop.run_in_executor(
             _watch_thread, usage_of_envs, [(h.pid, h.limits.cgroup, h.limits.memory_mb * 2**20) for h in live]
         )
+        read_at = loop.time()
         for h, used in zip(live, usage, strict=True):
-            h.usage = used
-        await asyncio.gather(*(h.kill(cause) for h, cause in over_memory(live)))
+            h.observe(used, read_at)
+        await asyncio.gather(*(h.kill(cause, kind="memory") for h, cause in over_memory(live)))
         await loop.run_in_executor(_watch_thread, self._cgroups.sweep)
         self._rounds += 1
         due = self.data_dir.cap_mb and self._rounds % DATA_DIR_EVERY == 1
         if due and (self._measuring is None or self._measuring.done()):  # a slow walk delays no round
             self._measuring = asyncio.ensure_future(self._measure_data_dir())
         now = time.time()
-        for h, cause in to_end(self._envs.values(), now, self.limits.idle_timeout, self.limits.max_lifetime):
-            h.end(cause)
+        for h, cause, kind in to_end(self._envs.values(), now, self.limits.idle_timeout, self.limits.max_lifetime):
+            h.end(cause, kind)
         for h, fate in to_forget(list(self._envs.values()), now, self.limits.dead_retention):
             if self._envs.get(h.instance_id) is h:  # its client may have closed it meanwhile
                 await self.close(h.instance_id, fate=fate)

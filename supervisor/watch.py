@@ -20,16 +20,17 @@ def over_memory(envs: Iterable[EnvHandle]) -> list[tuple[EnvHandle, str]]:
     ]
 
 
-def to_end(envs: Iterable[EnvHandle], now: float, idle_timeout: float, max_lifetime: float) -> list[tuple[EnvHandle, str]]:
-    """Ready envs idle too long or past their lifetime, with the cause they end with (a busy
-    env's request is answered first: it is looked at again after)."""
+def to_end(envs: Iterable[EnvHandle], now: float, idle_timeout: float,
+           max_lifetime: float) -> list[tuple[EnvHandle, str, str]]:
+    """Ready envs idle too long or past their lifetime, with the cause they end with and its
+    kind (a busy env's request is answered first: it is looked at again after)."""
     out = []
     for h in envs:
         if h.cause is None and h.state is State.READY:
             if idle_timeout and now - h.last_active > idle_timeout:
-                out.append((h, f"was closed as idle after {idle_timeout:g} s"))
+                out.append((h, f"was closed as idle after {idle_timeout:g} s", "idle"))
             elif h.past_lifetime(now):
-                out.append((h, f"was closed at the end of its lifetime of {max_lifetime:g} s"))
+                out.append((h, f"was closed at the end of its lifetime of {max_lifetime:g} s", "lifetime"))
     return out
 
 
