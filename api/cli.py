@@ -2,7 +2,9 @@
 
 import argparse
 import errno
+import ipaddress
 import logging
+import re
 import resource
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -30,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gym-supervisor", description="Serve Gymnasium envs over the gym-http-api v1 REST API.")
     parser.add_argument("--version", action="version", version=f"gym-supervisor {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    token = sub.add_parser("token", help="make a token for a user: the token, a blank line, then the users file's "
+                                         "block for it (which holds only the token's SHA-256)")
+    token.add_argument("name", help="the user's name (letters, digits, '.', '_', '-')")
+    role = token.add_mutually_exclusive_group()
+    role.add_argument("--admin", action="store_const", const="admin", dest="role", help="role admin: everything")
+    role.add_argument("--viewer", action="store_const", const="viewer", dest="role",
+                      help="role viewer: their own envs, and reads every admin view and /metrics")
     serve = sub.add_parser("serve", help="run the server", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = get_type_hints(Settings, include_extras=True)
     for field in msgspec.structs.fields(Settings):
@@ -59,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = _parser()
     args = vars(parser.parse_args(argv))
-    args.pop("command")
+    if args.pop("command") == "token":
+        _token(parser, args["name"], args["role"] or "user")
+        return
     fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in args.items() if v is not None}
     try:
         settings = msgspec.convert(fields, Settings)  # checks the bounds in Settings' Meta
@@ -72,9 +83,20 @@ def main(argv: list[str] | None = None) -> None:
         from api.http import GuardedHttp
         from api.http import Limits as HttpLimits
         from api.server import Server, listen
+        from api.users import BadUsersFile, read_users
         from supervisor.errors import SupervisorError
     except ImportError as exc:
         parser.error(f"the server needs its own dependencies ({exc}): pip install 'gym-supervisor[server]'")
+    users = None
+    if settings.users is not None:
+        try:
+            users = read_users(settings.users)
+        except BadUsersFile as exc:
+            parser.error(f"--users: {exc}")
+    elif not settings.insecure_open and not is_loopback(settings.host):
+        parser.error(f"--host {settings.host} is not a loopback address, and without --users anyone who reaches "
+                     "the port could run code and stop the server; give --users FILE (see "
+                     "'gym-supervisor token'), or --insecure-open if this network is yours alone")
     logging.basicConfig(
         level=settings.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -94,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         server.should_exit = True
 
     try:
-        app = build(settings, request_exit)
+        app = build(settings, request_exit, users)
     except SupervisorError as exc:
         sock.close()
         parser.error(str(exc))
@@ -113,6 +135,25 @@ def main(argv: list[str] | None = None) -> None:
     log.info("server_started version=%s url=http://%s:%d %s", _version(), host, sock.getsockname()[1],
              " ".join(f"{k}={v!r}" for k, v in effective.items() if k not in ("host", "port")))
     server.run(sockets=[sock])
+
+
+def _token(parser: argparse.ArgumentParser, name: str, role: str) -> None:
+    from api.users import NAME, new_token
+
+    if not re.match(NAME, name):
+        parser.error(f"user name {name!r}: letters, digits, '.', '_' or '-' (64 at most), not starting with '.', "
+                     "'_' or '-'")
+    sys.stdout.write(new_token(name, role))  # type: ignore[arg-type]
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: only this machine can connect."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve to anything
 
 
 def _raise_descriptor_limit() -> None:

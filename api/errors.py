@@ -13,7 +13,10 @@ from supervisor.errors import (
     EnvGone,
     EnvRaised,
     EnvTimeout,
+    Forbidden,
     NotAvailable,
+    NotSignedIn,
+    QuotaExceeded,
     ServerBusy,
     StorageFull,
     SupervisorError,
@@ -25,6 +28,9 @@ log = logging.getLogger("gym_supervisor.api")
 STATUS: dict[type[SupervisorError], int] = {
     BadRequest: 400,
     TooLarge: 413,
+    NotSignedIn: 401,
+    Forbidden: 403,
+    QuotaExceeded: 429,
     EnvRaised: 500,
     EnvCrashed: 502,
     EnvTimeout: 504,
@@ -44,10 +50,17 @@ def error_body(message: str) -> bytes:
     return msgspec.json.encode({"message": message})
 
 
-def supervisor_error(request: Request, exc: SupervisorError) -> Response:
+def headers_of(exc: SupervisorError) -> dict[str, str]:
+    """What a client is told besides the message: when to retry, or how to sign in."""
+    if isinstance(exc, NotSignedIn):
+        return {"WWW-Authenticate": 'Bearer realm="gym-supervisor"'}
     retry = getattr(exc, "retry_after", None)
-    headers = {"Retry-After": str(retry)} if retry else None
-    return Response(error_body(str(exc)), status_code=status_of(exc), media_type="application/json", headers=headers)
+    return {"Retry-After": str(retry)} if retry else {}
+
+
+def supervisor_error(request: Request, exc: SupervisorError) -> Response:
+    return Response(error_body(str(exc)), status_code=status_of(exc), media_type="application/json",
+                    headers=headers_of(exc))
 
 
 def http_error(request: Request, exc: HTTPException) -> Response:

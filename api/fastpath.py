@@ -1,26 +1,36 @@
 """The step route as bare ASGI in front of Litestar: body in, one pipe message, bytes out.
 
-Step is the hot path, so it skips Litestar's routing and response machinery. (Litestar 2.25's
+Step is the hot path, so it skips Litestar's routing and response machinery, but not the
+pipeline every route goes through: the same caller resolution and sign-in check (api/auth.py),
+the same caller's view of the registry, the same error table, and the same request metrics
+(the Prometheus plugin's middleware, around this route as around the others). (Litestar 2.25's
 own @asgi handlers fail routing when their path holds a parameter, so the route lives here.)
 """
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from api.errors import error_body, status_of
-from api.params import MAX_BODY, TIMEOUT_HEADER, request_timeout
+from litestar.plugins.prometheus import PrometheusMiddleware
+
+from api.auth import Callers, signed_in
+from api.errors import error_body, headers_of, status_of
+from api.metrics import CONFIG
+from api.params import MAX_BODY, TIMEOUT_HEADER
+from api.routes import caller_timeout
 from api.settings import Settings
 from envproc.protocol import Step
-from supervisor.errors import SupervisorError
+from supervisor.errors import SupervisorError, TooLarge
 from supervisor.registry import Registry
+from supervisor.view import CallerView
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+TEMPLATE = "/v1/envs/{instance_id}/step"  # as Litestar names its routes' templates, for the metrics' label
 _HEADER = TIMEOUT_HEADER.lower().encode()
-_JSON = [(b"content-type", b"application/json")]
+_JSON = (b"content-type", b"application/json")
 
 
 def step_instance(scope: Scope) -> str | None:
@@ -35,39 +45,60 @@ def step_instance(scope: Scope) -> str | None:
     return None
 
 
+async def read_body(receive: Receive) -> bytes | None:
+    """The request's body, up to a little past MAX_BODY; None if the client went away first."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body") or size > MAX_BODY:
+            return b"".join(chunks)  # once: `+=` on each piece is quadratic in their number
+
+
 class StepFastPath:
     """Owns nothing but the dispatch: step requests here, everything else to Litestar."""
 
-    def __init__(self, app: ASGIApp, registry: Registry, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, registry: Registry, settings: Settings, callers: Callers) -> None:
         self.app = app
         self.registry = registry
         self.settings = settings
+        self.callers = callers
+        self._measured = PrometheusMiddleware(self._step, CONFIG)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         instance_id = step_instance(scope)
         if instance_id is None:
             await self.app(scope, receive, send)
             return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # cut short: an incomplete request never reaches the env, and nobody awaits a reply
-            chunk = message.get("body", b"")
-            chunks.append(chunk)
-            size += len(chunk)
-            if not message.get("more_body") or size > MAX_BODY:
-                break
-        body = b"".join(chunks)  # once: `+=` on each piece is quadratic in their number
-        header = next((v for k, v in scope["headers"] if k == _HEADER), None)
+        scope["path_template"] = TEMPLATE
+        scope["path_params"] = {"instance_id": instance_id}
+        await self._measured(scope, receive, send)
+
+    async def _step(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await read_body(receive)
+        if body is None:
+            return  # cut short: an incomplete request never reaches the env, and nobody awaits a reply
+        timeout_header, authorization = None, None
+        for key, value in scope["headers"]:
+            if key == _HEADER:
+                timeout_header = value
+            elif key == b"authorization":
+                authorization = value
+        headers = [_JSON]
         try:
-            if size > MAX_BODY:
-                out, status = error_body(f"Request body exceeds the {MAX_BODY:,} byte limit"), 413
-            else:
-                timeout = request_timeout(header, self.settings.step_timeout, self.settings.max_request_timeout)
-                out, status = await self.registry.call(instance_id, Step, timeout, body=body), 200
+            caller = signed_in(self.callers.resolve(authorization))
+            if len(body) > MAX_BODY:
+                raise TooLarge(f"Request body exceeds the {MAX_BODY:,} byte limit")
+            timeout = caller_timeout(self.settings, caller, timeout_header)
+            instance_id = scope["path_params"]["instance_id"]
+            out, status = await CallerView(self.registry, caller).call(instance_id, Step, timeout, body=body), 200
         except SupervisorError as exc:
             out, status = error_body(str(exc)), status_of(exc)
+            headers += [(k.lower().encode(), v.encode()) for k, v in headers_of(exc).items()]
         await send({"type": "http.response.start", "status": status,
-                    "headers": [*_JSON, (b"content-length", str(len(out)).encode())]})
+                    "headers": [*headers, (b"content-length", str(len(out)).encode())]})
         await send({"type": "http.response.body", "body": out})

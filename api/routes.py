@@ -6,6 +6,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get, post
 
+from api.auth import is_admin
 from api.params import (
     TIMEOUT_HEADER,
     CreateBody,
@@ -21,22 +22,30 @@ from api.params import (
 from api.settings import Settings
 from envproc import protocol
 from supervisor.errors import BadRequest
-from supervisor.registry import Registry
+from supervisor.view import Caller, CallerView
 
 JSON = "application/json"
 
 
-def _registry(request: Request) -> Registry:
-    return request.app.state.registry
+def view(request: Request) -> CallerView:
+    """The registry as the request's caller sees it (the guards made sure there is one)."""
+    return CallerView(request.app.state.registry, request.user)
 
 
-def _timeout(request: Request, default: float | None = None) -> float:
-    s: Settings = request.app.state.settings
-    return request_timeout(request.headers.get(TIMEOUT_HEADER), default or s.step_timeout, s.max_request_timeout)
+def caller_timeout(settings: Settings, caller: Caller, header: str | bytes | None, default: float = 0) -> float:
+    """The timeout a request runs under: its header's within the server's cap and the caller's
+    own, or else the server's `default` (--step-timeout unless given: that within the caller's
+    cap too; creates keep --create-timeout, for envs slow to build)."""
+    cap = caller.timeout_cap(settings.max_request_timeout)
+    return request_timeout(header, default or caller.timeout_cap(settings.step_timeout), cap)
+
+
+def _timeout(request: Request, default: float = 0) -> float:
+    return caller_timeout(request.app.state.settings, request.user, request.headers.get(TIMEOUT_HEADER), default)
 
 
 async def _call(request: Request, instance_id: str, kind: type[protocol.Request], **fields: Any) -> Response:
-    body = await _registry(request).call(instance_id, kind, _timeout(request), **fields)
+    body = await view(request).call(instance_id, kind, _timeout(request), **fields)
     return Response(body, media_type=JSON)
 
 
@@ -45,22 +54,22 @@ async def env_create(request: Request) -> Response:
     args = parse_body(await request.body(), CreateBody)
     env_id = required(args.env_id, "env_id")
     timeout = _timeout(request, request.app.state.settings.create_timeout)
-    registry = _registry(request)
-    instance_id = await registry.create(env_id, args.kwargs, args.seed, timeout, args.restart, args.limits)
+    envs = view(request)
+    instance_id = await envs.create(env_id, args.kwargs, args.seed, timeout, args.restart, args.limits)
     reply: dict[str, Any] = {"instance_id": instance_id}
-    if (policy := registry.restart_policy(instance_id)) is not None:  # as the server bounded it
+    if (policy := envs.restart_policy(instance_id)) is not None:  # as the server bounded it
         reply["restart"] = {"max": policy.max, "within_s": policy.within_s}
     return Response(msgspec.json.encode(reply), media_type=JSON)
 
 
 @get("/v1/envs")
 async def env_list_all(request: Request) -> Response:
-    return Response(msgspec.json.encode({"all_envs": _registry(request).list_all()}), media_type=JSON)
+    return Response(msgspec.json.encode({"all_envs": view(request).list_all()}), media_type=JSON)
 
 
 @get("/v1/envs/{instance_id:str}")
 async def env_info(request: Request, instance_id: str) -> Response:
-    return Response(msgspec.json.encode(_registry(request).info(instance_id)), media_type=JSON)
+    return Response(msgspec.json.encode(view(request).info(instance_id)), media_type=JSON)
 
 
 @post("/v1/envs/{instance_id:str}/reset", status_code=200)
@@ -98,13 +107,13 @@ async def env_observation_space_contains(request: Request, instance_id: str) -> 
 @post("/v1/envs/{instance_id:str}/monitor/start", status_code=204)
 async def env_monitor_start(request: Request, instance_id: str) -> None:
     args = parse_body(await request.body(), MonitorStartBody)
-    registry = _registry(request)
-    registry.get(instance_id)  # an unknown instance is reported before a missing directory, as the seed does
+    envs = view(request)
+    envs.get(instance_id)  # an unknown instance is reported before a missing directory, as the seed does
     every = 0 if args.video_callable is False else int(args.video_callable)  # true: every episode
     if every < 0:
         raise BadRequest("video_callable must be false, true or a positive number n (record every n-th episode)")
-    directory = registry.prepare_directory(instance_id, required(args.directory, "directory"))
-    await registry.call(
+    directory = envs.prepare_directory(instance_id, required(args.directory, "directory"))
+    await envs.call(
         instance_id, protocol.MonitorStart, _timeout(request),
         directory=directory, force=args.force, resume=args.resume, video_every=every,
     )
@@ -112,19 +121,19 @@ async def env_monitor_start(request: Request, instance_id: str) -> None:
 
 @post("/v1/envs/{instance_id:str}/monitor/close", status_code=204)
 async def env_monitor_close(request: Request, instance_id: str) -> None:
-    await _registry(request).call(instance_id, protocol.MonitorClose, _timeout(request))
+    await view(request).call(instance_id, protocol.MonitorClose, _timeout(request))
 
 
 @post("/v1/envs/{instance_id:str}/restart", status_code=200)
 async def env_restart(request: Request, instance_id: str) -> Response:
     timeout = _timeout(request, request.app.state.settings.create_timeout)
-    report = await _registry(request).restart(instance_id, timeout)
+    report = await view(request).restart(instance_id, timeout)
     return Response(msgspec.json.encode(report), media_type=JSON)
 
 
 @post("/v1/envs/{instance_id:str}/close", status_code=204)
 async def env_close(request: Request, instance_id: str) -> None:
-    await _registry(request).close(instance_id)
+    await view(request).close(instance_id)
 
 
 @post("/v1/upload", status_code=200)
@@ -139,7 +148,14 @@ async def upload(request: Request) -> Response:
     return Response(msgspec.json.encode({"message": message}), status_code=501, media_type=JSON)
 
 
-@post("/v1/shutdown", status_code=200)
+@get("/v1/envs/{instance_id:str}/render")
+async def env_render(request: Request, instance_id: str) -> Response:
+    """The env's current frame as PNG (envs made with render_mode rgb_array)."""
+    png = await view(request).call(instance_id, protocol.Render, _timeout(request))
+    return Response(png, media_type="image/png")
+
+
+@post("/v1/shutdown", status_code=200, guards=[is_admin])
 async def shutdown(request: Request) -> Response:
     """Stop as SIGTERM does: requests running get --shutdown-grace seconds, then their envs are killed."""
     asyncio.get_running_loop().call_soon(request.app.state.request_exit)
@@ -160,6 +176,7 @@ ROUTES = [
     env_monitor_close,
     env_restart,
     env_close,
+    env_render,
     upload,
     shutdown,
 ]

@@ -90,7 +90,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float, Meta(ge=0, description="seconds requests still running may take to finish when the server stops; "
                                       "then their envs are killed and they are answered 503")
     ] = 5.0
-    data_dir: Annotated[str, Meta(description="monitor directories are confined under this directory")] = "data"
+    users: Annotated[
+        str | None, Meta(description="TOML file of the users who may call the server, by token (re-read on SIGHUP); "
+                                     "without it the server is open, to one user, and listens on loopback only")
+    ] = None
+    insecure_open: Annotated[
+        bool, Meta(description="let a server without --users listen beyond loopback, where anyone who reaches "
+                               "the port may do anything")
+    ] = False
+    data_dir: Annotated[str, Meta(description="monitor directories are confined under this directory (each "
+                                              "user's under their name)")] = "data"
     data_dir_max_mb: Annotated[
         int, Meta(ge=0, description="what the data dir may hold, in MB; past it monitors are closed and new ones "
                                     "refused with 507 (default: a tenth of its file system; 0: no cap)")

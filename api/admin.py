@@ -1,0 +1,110 @@
+"""The admin routes (every env of every user; viewers read, admins kill and restart) and the
+health check, which needs no token."""
+
+import collections
+import os
+import resource
+import time
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+
+from api.auth import PUBLIC, is_admin, may_view
+from api.errors import error_body
+from api.metrics import requests_by_status
+from api.routes import JSON, caller_timeout
+from api.settings import Settings
+from supervisor.handle import EnvHandle
+from supervisor.registry import Registry
+
+ROW = ("instance_id", "owner", "env_id", "state", "pid", "cpu_percent", "rss_bytes", "created", "last_active",
+       "steps", "episodes", "waiting", "restarts", "cause")
+
+
+def _registry(request: Request) -> Registry:
+    return request.app.state.registry
+
+
+def _json(value: Any) -> Response:
+    return Response(msgspec.json.encode(value), media_type=JSON)
+
+
+def row(handle: EnvHandle) -> dict[str, Any]:
+    """An env as the admin table shows it, with its recent usage (seconds ago, CPU %, RSS)."""
+    info = handle.info()
+    out = {key: info[key] for key in ROW}
+    out["death"] = handle.death
+    now = time.monotonic()
+    out["history"] = [[round(now - at, 1), cpu, rss] for at, cpu, rss in handle.history]
+    return out
+
+
+@get("/v1/admin/envs", guards=[may_view])
+async def admin_envs(request: Request) -> Response:
+    return _json({"envs": [row(h) for h in _registry(request).handles()]})
+
+
+@post("/v1/admin/envs/{instance_id:str}/kill", status_code=200, guards=[is_admin])
+async def admin_kill(request: Request, instance_id: str) -> Response:
+    """SIGKILL the env's processes now; its owner's request in flight is answered 502 at once."""
+    registry = _registry(request)
+    await registry.kill(instance_id, by=request.user.name)
+    return _json(row(registry.get(instance_id)))
+
+
+@post("/v1/admin/envs/{instance_id:str}/restart", status_code=200, guards=[is_admin])
+async def admin_restart(request: Request, instance_id: str) -> Response:
+    settings: Settings = request.app.state.settings
+    timeout = caller_timeout(settings, request.user, request.headers.get("x-request-timeout"), settings.create_timeout)
+    return _json(await _registry(request).restart(instance_id, timeout))
+
+
+@post("/v1/admin/users/{user:str}/kill", status_code=200, guards=[is_admin])
+async def admin_kill_user(request: Request, user: str) -> Response:
+    """Kill every live env of one user."""
+    registry = _registry(request)
+    ids = [h.instance_id for h in registry.handles() if h.owner == user and h.cause is None]
+    for instance_id in ids:
+        await registry.kill(instance_id, by=request.user.name)
+    return _json({"user": user, "killed": ids})
+
+
+@get("/v1/admin/stats", guards=[may_view])
+async def admin_stats(request: Request) -> Response:
+    registry = _registry(request)
+    handles = registry.handles()
+    by_user: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for h in handles:
+        by_user[h.owner][h.state.value] += 1
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return _json({
+        "envs": dict(collections.Counter(h.state.value for h in handles)),
+        "envs_by_user": {user: dict(states) for user, states in sorted(by_user.items())},
+        "live_envs": registry.live(),
+        "deaths": dict(registry.deaths),
+        "server": {
+            "pid": os.getpid(),
+            "cpu_seconds": round(own.ru_utime + own.ru_stime, 3),
+            "rss_bytes": _own_rss(),
+            "uptime_s": round(time.time() - registry.started, 1),
+        },
+        "requests_by_status": requests_by_status(),
+    })
+
+
+def _own_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@get("/healthz", opt={PUBLIC: True})
+async def healthz(request: Request) -> Response:
+    """200 while the server can make and step an env; 503 and why otherwise."""
+    why = await _registry(request).health()
+    if why is None:
+        return _json({"status": "ok"})
+    return Response(error_body(why), status_code=503, media_type=JSON)
+
+
+ROUTES = [admin_envs, admin_kill, admin_restart, admin_kill_user, admin_stats, healthz]
