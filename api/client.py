@@ -3,6 +3,7 @@
 Importing it loads httpx, numpy and Gymnasium, not the server (no Litestar, uvicorn or supervisor).
 """
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,6 +14,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 from envproc.convert import build, from_json, to_json
+from envproc.png import decode_png
 
 MARGIN = 5.0  # seconds the HTTP read waits beyond the server-side timeout, so the server's 504 arrives
 
@@ -44,7 +46,18 @@ class ServerFull(ServerError):
         self.retry_after = retry_after
 
 
-ERRORS: dict[int, type[ServerError]] = {410: EnvGone, 502: EnvCrashed, 503: ServerFull, 504: EnvTimeout}
+class NotSignedIn(ServerError): ...  # 401: the server has users, and this client gave no token of one of them
+
+
+class Forbidden(ServerError): ...  # 403: the token's role may not do this
+
+
+class QuotaExceeded(ServerError): ...  # 429: this user runs as many envs as their quota allows
+
+
+ERRORS: dict[int, type[ServerError]] = {401: NotSignedIn, 403: Forbidden, 410: EnvGone, 429: QuotaExceeded,
+                                        502: EnvCrashed, 503: ServerFull, 504: EnvTimeout}
+TOKEN_VARIABLE = "GYM_SUPERVISOR_TOKEN"  # the token, where the code gives none: old scripts run unchanged
 
 
 class Client:
@@ -52,12 +65,15 @@ class Client:
     connections; new parameters are keyword-only. `timeout` (seconds) is sent to the server as
     X-Request-Timeout, per call or as the default given here."""
 
-    def __init__(self, remote_base: str, timeout: float | None = None) -> None:
+    def __init__(self, remote_base: str, timeout: float | None = None, *, token: str | None = None) -> None:
         self.remote_base = remote_base.rstrip("/")
         self.timeout = timeout
-        self.session = httpx.Client(base_url=self.remote_base, headers={"Content-Type": "application/json"})
+        token = token or os.environ.get(TOKEN_VARIABLE)
+        headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+        self.session = httpx.Client(base_url=self.remote_base, headers=headers)
 
-    def _request(self, method: str, route: str, data: Any = None, timeout: float | None = None) -> Any:
+    def _request(self, method: str, route: str, data: Any = None, timeout: float | None = None,
+                 raw: bool = False) -> Any:
         timeout = self.timeout if timeout is None else timeout
         headers = {"X-Request-Timeout": f"{timeout:g}"} if timeout is not None else None
         read = None if timeout is None else timeout + MARGIN
@@ -71,6 +87,8 @@ class Client:
                 retry = resp.headers.get("Retry-After")
                 raise ServerFull(message, 503, float(retry) if retry and retry.isdigit() else None)
             raise ERRORS.get(resp.status_code, ServerError)(message, resp.status_code)
+        if raw:
+            return resp.content
         return resp.json() if resp.content else None
 
     # --- the seed's methods ---
@@ -146,6 +164,18 @@ class Client:
     def env_restart(self, instance_id: str, *, timeout: float | None = None) -> dict[str, Any]:
         return self._request("POST", f"/v1/envs/{instance_id}/restart/", None, timeout)
 
+    def env_render(self, instance_id: str, *, timeout: float | None = None) -> np.ndarray:
+        """The env's current frame, height x width x 3 (envs made with render_mode rgb_array)."""
+        return decode_png(self._request("GET", f"/v1/envs/{instance_id}/render", timeout=timeout, raw=True))
+
+    def admin_envs(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Every env of every user (viewers and admins)."""
+        return self._request("GET", "/v1/admin/envs", timeout=timeout)["envs"]
+
+    def admin_kill(self, instance_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """Kill any user's env now (admins)."""
+        return self._request("POST", f"/v1/admin/envs/{instance_id}/kill", timeout=timeout)
+
     def close(self) -> None:
         self.session.close()
 
@@ -156,11 +186,11 @@ class RemoteEnv(gym.Env):
     `seed` is create's seed: the first unseeded reset() equals a local reset(seed=seed).
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, base_url: str, env_id: str, seed: int | None = None, timeout: float | None = None,
-                 **make_kwargs: Any) -> None:
-        self.client = Client(base_url, timeout=timeout)
+                 *, token: str | None = None, **make_kwargs: Any) -> None:
+        self.client = Client(base_url, timeout=timeout, token=token)
         try:
             self.instance_id = self.client.env_create(env_id, seed=seed, **make_kwargs)
         except BaseException:
@@ -185,8 +215,11 @@ class RemoteEnv(gym.Env):
         obs = from_json(self.observation_space, body["observation"])
         return obs, body["reward"], body["terminated"], body["truncated"], body["info"]
 
-    def render(self) -> Any:
-        raise NotImplementedError("this server has no render route yet")
+    def render(self) -> np.ndarray | None:
+        """The remote env's frame (render_mode rgb_array), as a local env's render() gives it."""
+        if self.render_mode != "rgb_array":
+            return None
+        return self.client.env_render(self.instance_id)
 
     def close(self) -> None:
         if not self._closed:
@@ -202,9 +235,10 @@ class RemoteVectorEnv(VectorEnv):
     Gymnasium's next-step mode. If any of them cannot be created, those that were are closed."""
 
     def __init__(self, base_url: str, env_id: str, num_envs: int, seed: int | None = None,
-                 **make_kwargs: Any) -> None:
+                 *, token: str | None = None, **make_kwargs: Any) -> None:
         self._pool = ThreadPoolExecutor(max_workers=num_envs, thread_name_prefix="remote-env")
-        make = lambda i: RemoteEnv(base_url, env_id, None if seed is None else seed + i, **make_kwargs)  # noqa: E731
+        make = lambda i: RemoteEnv(base_url, env_id, None if seed is None else seed + i,  # noqa: E731
+                                   token=token, **make_kwargs)
         futures = [self._pool.submit(make, i) for i in range(num_envs)]
         made = [f.result() for f in futures if f.exception() is None]
         failed = next((f.exception() for f in futures if f.exception() is not None), None)

@@ -39,8 +39,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, path: str, body: bytes = b"") -> bytes:
-    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+def http(method: str, path: str, body: bytes = b"", token: str | None = None) -> bytes:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}"
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
@@ -62,8 +63,9 @@ def parse(buf: bytearray) -> tuple[int, bytes] | None:
 class Raw:
     """One keep-alive connection, one request at a time."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, token: str | None = None) -> None:
         self.port = port
+        self.token = token
         self.connect()
 
     def connect(self) -> None:
@@ -83,7 +85,7 @@ class Raw:
         return got
 
     def json(self, method: str, path: str, body: object = None) -> object:
-        status, out = self.call(http(method, path, b"" if body is None else msgspec.json.encode(body)))
+        status, out = self.call(http(method, path, b"" if body is None else msgspec.json.encode(body), self.token))
         assert status in (200, 204), (status, out)
         return msgspec.json.decode(out) if out else None
 
@@ -251,12 +253,23 @@ def main() -> None:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="gym-supervisor-bench-"))
-    sport, fport = free_port(), free_port()
+    sport, fport, uport = free_port(), free_port(), free_port()
     server = start([str(ROOT / "scripts" / "serve"), "--port", str(sport), "--data-dir", str(tmp / "data"),
                     "--allow-module", "tests.faulty_envs", "--log-level", "warning"], sport, tmp / "server.log")
     floor = start([sys.executable, "scripts/bench_floor.py", str(fport)], fport, tmp / "floor.log")
+    # the same server with users: 50 of them in its file, one of whom steps
+    tokens = [subprocess.run([str(ROOT / ".venv" / "bin" / "gym-supervisor"), "token", f"user{i}"], check=True,
+                             capture_output=True, text=True).stdout for i in range(50)]
+    (tmp / "users.toml").write_text("".join(t.split("\n", 2)[2] for t in tokens))
+    token = tokens[17].split("\n", 1)[0]
+    users = start([str(ROOT / "scripts" / "serve"), "--port", str(uport), "--data-dir", str(tmp / "data"),
+                   "--users", str(tmp / "users.toml"), "--log-level", "warning"], uport, tmp / "users.log")
     try:
         c = Raw(sport)
+        u = Raw(uport, token)
+        user_cart = u.json("POST", "/v1/envs/", {"env_id": "CartPole-v1"})["instance_id"]
+        u.json("POST", f"/v1/envs/{user_cart}/reset/")
+        user_step = http("POST", f"/v1/envs/{user_cart}/step", STEP_BODY, token)
 
         def env(env_id: str) -> str:
             iid = c.json("POST", "/v1/envs/", {"env_id": env_id})["instance_id"]
@@ -281,6 +294,7 @@ def main() -> None:
             add("pipe", pipe_floor(args.steps))
             add("http_floor", latencies(fport, floor_req, args.steps))
             add("step_cart", latencies(sport, step[cart[0]], args.steps))
+            add("step_cart_users", latencies(uport, user_step, args.steps))
             # two clients poll env info as fast as they can meanwhile: the info must not cost the steps
             polling = threading.Thread(target=throughput, args=(sport, [info_req, info_req], 2.0))
             polling.start()
@@ -329,7 +343,7 @@ def main() -> None:
         for i in idle:
             c.call(http("POST", f"/v1/envs/{i}/close/"))
     finally:
-        for p in (server, floor):
+        for p in (server, floor, users):
             p.terminate()
             p.wait(30)
 
@@ -344,6 +358,8 @@ def main() -> None:
         ("client's own cost per request", f"{client_cost() * 1e6:.1f} us", "", "", ""),
         ("CartPole step p50", f"{p50['step_cart'] * ms:.3f} ms", "composed floor", f"{p50['step_cart'] / composed:.2f}x", "<= 1.25x"),
         ("CartPole step p99", f"{pct(res['step_cart'], 0.99) * ms:.3f} ms", "", "", ""),
+        ("CartPole step p50, with --users (50) and a token", f"{p50['step_cart_users'] * ms:.3f} ms", "composed floor",
+         f"{p50['step_cart_users'] / composed:.2f}x", "<= 1.1x"),
         ("CartPole step p50 while 2 clients poll env info", f"{p50['step_cart_polled'] * ms:.3f} ms", "", "", ""),
         ("84x84x3 image step p50", f"{p50['step_image'] * ms:.3f} ms", "", "", ""),
         ("84x84x3 image step p99", f"{pct(res['step_image'], 0.99) * ms:.3f} ms", "", "", ""),

@@ -81,7 +81,7 @@ def wait_answering(proc: subprocess.Popen, url: str, log: Path, timeout: float =
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()}")
         try:
-            if httpx.get(f"{url}/v1/envs/", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/v1/envs/", timeout=1).status_code in (200, 401):  # 401: a server with users
                 return
         except httpx.TransportError:
             pass
