@@ -10,8 +10,6 @@ own @asgi handlers fail routing when their path holds a parameter, so the route 
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from litestar.plugins.prometheus import PrometheusMiddleware
-
 from api.auth import Callers, signed_in
 from api.errors import error_body, headers_of, status_of
 from api.metrics import CONFIG
@@ -67,7 +65,7 @@ class StepFastPath:
         self.registry = registry
         self.settings = settings
         self.callers = callers
-        self._measured = PrometheusMiddleware(self._step, CONFIG)
+        self._measured = CONFIG.middleware_class(self._step, CONFIG)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         instance_id = step_instance(scope)

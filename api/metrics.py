@@ -3,9 +3,12 @@ status (Litestar's Prometheus plugin, which the step fast path goes through too)
 (by state, live ones by user, deaths by cause), read from the registry when scraped."""
 
 import collections
+import time
 from collections.abc import Iterator
+from typing import Any
 
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController, PrometheusMiddleware
+from litestar.types import Message, Receive, Scope, Send
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -14,10 +17,63 @@ from supervisor.handle import State
 from supervisor.registry import Registry
 
 PREFIX = "gym_supervisor"
+APP = "gym-supervisor"
+
+
+class LeanPrometheusMiddleware(PrometheusMiddleware):
+    """The plugin's middleware, writing the same series, but with each label set's metric
+    children looked up once and kept, and no Request built per call: it costs a step 15 us
+    as the plugin ships it, which is 6% of the step's floor here; this way about 3."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+        self._progress: dict[tuple[str, str], Any] = {}
+
+    def _labels(self, method: str, path: str, status: int) -> dict[str, str | int | float]:
+        return {"method": method, "path": path, "status_code": status, "app_name": APP}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+        method = scope["method"] if scope["type"] == "http" else scope["type"]  # type: ignore[typeddict-item]
+        path = scope.get("path_template") or "unrouted"  # never a raw path: ids would make a series each
+        progress = self._progress.get((method, path))
+        if progress is None:
+            labels = self._labels(method, path, 200)
+            progress = self._progress[(method, path)] = self.requests_in_progress(labels).labels(*labels.values())
+        span = [time.perf_counter(), 0.0, 200]  # start, end, status
+
+        async def measured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                span[2] = message["status"]
+            elif message["type"] == "http.response.body":
+                span[1] = time.perf_counter()
+            await send(message)
+
+        progress.inc()
+        try:
+            await self.app(scope, receive, measured)
+        finally:
+            progress.dec()
+            status = int(span[2])
+            children = self._children.get((method, path, status))
+            if children is None:
+                labels = self._labels(method, path, status)
+                values = [*labels.values()]
+                errors = self.requests_error_count(labels).labels(*values) if status >= 500 else None
+                children = (self.request_count(labels).labels(*values), self.request_time(labels).labels(*values),
+                            errors)
+                self._children[(method, path, status)] = children
+            count, duration, errors = children
+            count.inc()
+            duration.observe(max(span[1] - span[0], 0.0) if span[1] else 0.0)
+            if errors is not None:
+                errors.inc()
+
+
 # Labels are route templates (`/v1/envs/{instance_id}/step`), never paths: ids would make a
 # series each. Latency buckets reach from the step's fraction of a millisecond to slow creates.
 CONFIG = PrometheusConfig(
-    app_name="gym-supervisor", prefix=PREFIX, group_path=True,
+    app_name=APP, prefix=PREFIX, group_path=True, middleware_class=LeanPrometheusMiddleware,
     buckets=[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
 )
 
