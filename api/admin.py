@@ -13,6 +13,8 @@ from litestar import Request, Response, get, post
 from api.auth import PUBLIC, is_admin, may_view
 from api.errors import error_body
 from api.metrics import requests_by_status
+from api.openapi import errors
+from api.replies import AdminEnvs, AdminRow, Health, Restarted, Stats, UserKilled
 from api.routes import JSON, caller_timeout
 from api.settings import Settings
 from supervisor.handle import EnvHandle
@@ -40,28 +42,33 @@ def row(handle: EnvHandle) -> dict[str, Any]:
     return out
 
 
-@get("/v1/admin/envs", guards=[may_view])
-async def admin_envs(request: Request) -> Response:
+@get("/v1/admin/envs", guards=[may_view], operation_id="admin_envs", responses=errors(401, 403))
+async def admin_envs(request: Request) -> Response[AdminEnvs]:
+    """Every env of every user, with its usage."""
     return _json({"envs": [row(h) for h in _registry(request).handles()]})
 
 
-@post("/v1/admin/envs/{instance_id:str}/kill", status_code=200, guards=[is_admin])
-async def admin_kill(request: Request, instance_id: str) -> Response:
+@post("/v1/admin/envs/{instance_id:str}/kill", status_code=200, guards=[is_admin], operation_id="admin_kill",
+      responses=errors(400, 401, 403))
+async def admin_kill(request: Request, instance_id: str) -> Response[AdminRow]:
     """SIGKILL the env's processes now; its owner's request in flight is answered 502 at once."""
     registry = _registry(request)
     await registry.kill(instance_id, by=request.user.name)
     return _json(row(registry.get(instance_id)))
 
 
-@post("/v1/admin/envs/{instance_id:str}/restart", status_code=200, guards=[is_admin])
-async def admin_restart(request: Request, instance_id: str) -> Response:
+@post("/v1/admin/envs/{instance_id:str}/restart", status_code=200, guards=[is_admin], operation_id="admin_restart",
+      responses=errors(400, 401, 403, 500, 502, 503, 504))
+async def admin_restart(request: Request, instance_id: str) -> Response[Restarted]:
+    """Restart any user's env (not counted against their quota)."""
     settings: Settings = request.app.state.settings
     timeout = caller_timeout(settings, request.user, request.headers.get("x-request-timeout"), settings.create_timeout)
     return _json(await _registry(request).restart(instance_id, timeout))
 
 
-@post("/v1/admin/users/{user:str}/kill", status_code=200, guards=[is_admin])
-async def admin_kill_user(request: Request, user: str) -> Response:
+@post("/v1/admin/users/{user:str}/kill", status_code=200, guards=[is_admin], operation_id="admin_kill_user",
+      responses=errors(401, 403))
+async def admin_kill_user(request: Request, user: str) -> Response[UserKilled]:
     """Kill every live env of one user."""
     registry = _registry(request)
     ids = [h.instance_id for h in registry.handles() if h.owner == user and h.cause is None]
@@ -70,8 +77,9 @@ async def admin_kill_user(request: Request, user: str) -> Response:
     return _json({"user": user, "killed": ids})
 
 
-@get("/v1/admin/stats", guards=[may_view])
-async def admin_stats(request: Request) -> Response:
+@get("/v1/admin/stats", guards=[may_view], operation_id="admin_stats", responses=errors(401, 403))
+async def admin_stats(request: Request) -> Response[Stats]:
+    """Totals: envs by state and by user, deaths by kind, the server's own usage, requests by status."""
     registry = _registry(request)
     handles = registry.handles()
     by_user: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
@@ -98,8 +106,8 @@ def _own_rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-@get("/healthz", opt={PUBLIC: True})
-async def healthz(request: Request) -> Response:
+@get("/healthz", opt={PUBLIC: True}, operation_id="healthz", responses=errors(503), security=[{}])  # [{}]: no token needed
+async def healthz(request: Request) -> Response[Health]:
     """200 while the server can make and step an env; 503 and why otherwise."""
     why = await _registry(request).health()
     if why is None:

@@ -13,11 +13,12 @@ from litestar import Litestar
 from api.admin import ROUTES as ADMIN_ROUTES
 from api.auth import BearerAuth, Callers
 from api.errors import HANDLERS
+from api import openapi
 from api.fastpath import StepFastPath
 from api.metrics import CONFIG, Metrics, watch
 from api.params import MAX_BODY
 from api.routes import ROUTES
-from api.settings import Settings
+from api.settings import Settings, package_version
 from api.users import BadUsersFile, Users, read_users
 from supervisor.limits import Limits
 from supervisor.registry import Registry
@@ -60,14 +61,14 @@ def build(settings: Settings, request_exit: Callable[[], None], users: Users | N
 
     watch(registry)
     app = Litestar(
-        route_handlers=[*ROUTES, *ADMIN_ROUTES, Metrics],
+        route_handlers=[*ROUTES, *ADMIN_ROUTES, Metrics, openapi.static_files()],
         exception_handlers=HANDLERS,
         on_app_init=[BearerAuth(callers).on_app_init],
         middleware=[CONFIG.middleware],
         on_startup=[registry.start, on_startup],
         on_shutdown=[partial(registry.shutdown, settings.shutdown_grace)],
         request_max_body_size=MAX_BODY,
-        openapi_config=None,
+        openapi_config=openapi.config(package_version()),
         logging_config=None,
     )
     app.state.registry = registry

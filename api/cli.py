@@ -7,12 +7,11 @@ import logging
 import re
 import resource
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
 
-from api.settings import Settings
+from api.settings import Settings, package_version
 
 SEED_ALIASES = {"host": ["-l", "--listen"], "port": ["-p"]}
 METAVARS = {str: "TEXT", int: "N", float: "SECONDS"}
@@ -21,16 +20,9 @@ LIST_METAVARS = {"env_path": "DIR"}  # repeatable flags; the others name modules
 log = logging.getLogger("gym_supervisor.server")
 
 
-def _version() -> str:
-    try:
-        return version("gym-supervisor")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gym-supervisor", description="Serve Gymnasium envs over the gym-http-api v1 REST API.")
-    parser.add_argument("--version", action="version", version=f"gym-supervisor {_version()}")
+    parser.add_argument("--version", action="version", version=f"gym-supervisor {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     token = sub.add_parser("token", help="make a token for a user: the token, a blank line, then the users file's "
                                          "block for it (which holds only the token's SHA-256)")
@@ -132,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
                                                     "env_memory_mb": registry.limits.env_memory_mb,
                                                     "max_procs": registry.limits.max_procs,
                                                     "data_dir_max_mb": registry.data_dir.cap_mb}
-    log.info("server_started version=%s url=http://%s:%d %s", _version(), host, sock.getsockname()[1],
+    log.info("server_started version=%s url=http://%s:%d %s", package_version(), host, sock.getsockname()[1],
              " ".join(f"{k}={v!r}" for k, v in effective.items() if k not in ("host", "port")))
     server.run(sockets=[sock])
 

@@ -7,6 +7,7 @@ import msgspec
 from litestar import Request, Response, get, post
 
 from api.auth import is_admin
+from api.openapi import ENV_CALL, SAME, ContainsBody, StepBody, body, errors
 from api.params import (
     TIMEOUT_HEADER,
     CreateBody,
@@ -19,12 +20,25 @@ from api.params import (
     request_timeout,
     required,
 )
+from api.replies import (
+    Created,
+    EnvInfo,
+    EnvList,
+    Member,
+    Message,
+    Restarted,
+    ResetReply,
+    SampleReply,
+    SpaceReply,
+    StepReply,
+)
 from api.settings import Settings
 from envproc import protocol
 from supervisor.errors import BadRequest
 from supervisor.view import Caller, CallerView
 
 JSON = "application/json"
+NEXT = {"step": "env_step", "info": "env_info", "close": "env_close"}  # what may follow a reset or a step
 
 
 def view(request: Request) -> CallerView:
@@ -49,8 +63,10 @@ async def _call(request: Request, instance_id: str, kind: type[protocol.Request]
     return Response(body, media_type=JSON)
 
 
-@post("/v1/envs", status_code=200)
-async def env_create(request: Request) -> Response:
+@post("/v1/envs", status_code=200, operation_id="env_create", operation_class=body(CreateBody, {"reset": "env_reset", "step": "env_step", "info": "env_info", "close": "env_close"}),
+      responses=errors(400, 401, 413, 429, 500, 502, 503, 504))
+async def env_create(request: Request) -> Response[Created]:
+    """Make an env in a process of its own; its instance id."""
     args = parse_body(await request.body(), CreateBody)
     env_id = required(args.env_id, "env_id")
     timeout = _timeout(request, request.app.state.settings.create_timeout)
@@ -62,49 +78,65 @@ async def env_create(request: Request) -> Response:
     return Response(msgspec.json.encode(reply), media_type=JSON)
 
 
-@get("/v1/envs")
-async def env_list_all(request: Request) -> Response:
+@get("/v1/envs", operation_id="env_list_all", responses=errors(401))
+async def env_list_all(request: Request) -> Response[EnvList]:
+    """The caller's envs."""
     return Response(msgspec.json.encode({"all_envs": view(request).list_all()}), media_type=JSON)
 
 
-@get("/v1/envs/{instance_id:str}")
-async def env_info(request: Request, instance_id: str) -> Response:
+@get("/v1/envs/{instance_id:str}", operation_id="env_info", responses=errors(400, 401))
+async def env_info(request: Request, instance_id: str) -> Response[EnvInfo]:
+    """What the server knows of one env: state, process, usage, limits, cause of death."""
     return Response(msgspec.json.encode(view(request).info(instance_id)), media_type=JSON)
 
 
-@post("/v1/envs/{instance_id:str}/reset", status_code=200)
-async def env_reset(request: Request, instance_id: str) -> Response:
+@post("/v1/envs/{instance_id:str}/reset", status_code=200, operation_id="env_reset", operation_class=body(ResetBody, NEXT, SAME),
+      responses=errors(*ENV_CALL))
+async def env_reset(request: Request, instance_id: str) -> Response[ResetReply]:
     args = lenient_body(await request.body(), ResetBody)
     return await _call(request, instance_id, protocol.Reset, seed=args.seed, options=args.options)
 
 
-@get("/v1/envs/{instance_id:str}/action_space")
-async def env_action_space_info(request: Request, instance_id: str) -> Response:
+@post("/v1/envs/{instance_id:str}/step", status_code=200, operation_id="env_step", operation_class=body(StepBody, NEXT, SAME),
+      responses=errors(*ENV_CALL, 413))
+async def env_step(request: Request, instance_id: str) -> Response[StepReply]:
+    """Step the env. Served by the fast path in front of Litestar (api/fastpath.py), through the
+    same pipeline; this handler documents the route, and answers alike should one reach it."""
+    return await _call(request, instance_id, protocol.Step, body=await request.body())
+
+
+@get("/v1/envs/{instance_id:str}/action_space", operation_id="env_action_space_info", responses=errors(*ENV_CALL))
+async def env_action_space_info(request: Request, instance_id: str) -> Response[SpaceReply]:
     return await _call(request, instance_id, protocol.SpaceInfo, space="action")
 
 
-@get("/v1/envs/{instance_id:str}/observation_space")
-async def env_observation_space_info(request: Request, instance_id: str) -> Response:
+@get("/v1/envs/{instance_id:str}/observation_space", operation_id="env_observation_space_info",
+     responses=errors(*ENV_CALL))
+async def env_observation_space_info(request: Request, instance_id: str) -> Response[SpaceReply]:
     return await _call(request, instance_id, protocol.SpaceInfo, space="observation")
 
 
-@get("/v1/envs/{instance_id:str}/action_space/sample")
-async def env_action_space_sample(request: Request, instance_id: str) -> Response:
+@get("/v1/envs/{instance_id:str}/action_space/sample", operation_id="env_action_space_sample",
+     responses=errors(*ENV_CALL))
+async def env_action_space_sample(request: Request, instance_id: str) -> Response[SampleReply]:
     return await _call(request, instance_id, protocol.Sample)
 
 
-@get("/v1/envs/{instance_id:str}/action_space/contains/{x:str}")
-async def env_action_space_contains(request: Request, instance_id: str, x: str) -> Response:
+@get("/v1/envs/{instance_id:str}/action_space/contains/{x:str}", operation_id="env_action_space_contains",
+     responses=errors(*ENV_CALL))
+async def env_action_space_contains(request: Request, instance_id: str, x: str) -> Response[Member]:
     return await _call(request, instance_id, protocol.ActionContains, x=x)
 
 
-@post("/v1/envs/{instance_id:str}/observation_space/contains", status_code=200)
-async def env_observation_space_contains(request: Request, instance_id: str) -> Response:
+@post("/v1/envs/{instance_id:str}/observation_space/contains", status_code=200,
+      operation_id="env_observation_space_contains", operation_class=body(ContainsBody), responses=errors(*ENV_CALL))
+async def env_observation_space_contains(request: Request, instance_id: str) -> Response[Member]:
     props = parse_object(await request.body())
     return await _call(request, instance_id, protocol.ObservationContains, props=props)
 
 
-@post("/v1/envs/{instance_id:str}/monitor/start", status_code=204)
+@post("/v1/envs/{instance_id:str}/monitor/start", status_code=204, operation_id="env_monitor_start",
+      operation_class=body(MonitorStartBody), responses=errors(*ENV_CALL, 507))
 async def env_monitor_start(request: Request, instance_id: str) -> None:
     args = parse_body(await request.body(), MonitorStartBody)
     envs = view(request)
@@ -119,25 +151,30 @@ async def env_monitor_start(request: Request, instance_id: str) -> None:
     )
 
 
-@post("/v1/envs/{instance_id:str}/monitor/close", status_code=204)
+@post("/v1/envs/{instance_id:str}/monitor/close", status_code=204, operation_id="env_monitor_close",
+      responses=errors(*ENV_CALL))
 async def env_monitor_close(request: Request, instance_id: str) -> None:
     await view(request).call(instance_id, protocol.MonitorClose, _timeout(request))
 
 
-@post("/v1/envs/{instance_id:str}/restart", status_code=200)
-async def env_restart(request: Request, instance_id: str) -> Response:
+@post("/v1/envs/{instance_id:str}/restart", status_code=200, operation_id="env_restart",
+      responses=errors(400, 401, 429, 500, 502, 503, 504))
+async def env_restart(request: Request, instance_id: str) -> Response[Restarted]:
+    """Kill the env's process, whatever it does, and make a new one under the same id."""
     timeout = _timeout(request, request.app.state.settings.create_timeout)
     report = await view(request).restart(instance_id, timeout)
     return Response(msgspec.json.encode(report), media_type=JSON)
 
 
-@post("/v1/envs/{instance_id:str}/close", status_code=204)
+@post("/v1/envs/{instance_id:str}/close", status_code=204, operation_id="env_close", responses=errors(400, 401))
 async def env_close(request: Request, instance_id: str) -> None:
     await view(request).close(instance_id)
 
 
-@post("/v1/upload", status_code=200)
-async def upload(request: Request) -> Response:
+@post("/v1/upload", status_code=501, operation_id="upload", operation_class=body(UploadBody),
+      responses=errors(400, 401))
+async def upload(request: Request) -> Response[Message]:
+    """The seed's upload to the OpenAI Gym site, which no longer exists: always 501."""
     args = parse_body(await request.body(), UploadBody)
     required(args.training_dir, "training_dir")
     required(args.api_key, "api_key")
@@ -148,15 +185,16 @@ async def upload(request: Request) -> Response:
     return Response(msgspec.json.encode({"message": message}), status_code=501, media_type=JSON)
 
 
-@get("/v1/envs/{instance_id:str}/render")
-async def env_render(request: Request, instance_id: str) -> Response:
+@get("/v1/envs/{instance_id:str}/render", operation_id="env_render", media_type="image/png",
+     responses=errors(*ENV_CALL))
+async def env_render(request: Request, instance_id: str) -> Response[bytes]:
     """The env's current frame as PNG (envs made with render_mode rgb_array)."""
     png = await view(request).call(instance_id, protocol.Render, _timeout(request))
     return Response(png, media_type="image/png")
 
 
-@post("/v1/shutdown", status_code=200, guards=[is_admin])
-async def shutdown(request: Request) -> Response:
+@post("/v1/shutdown", status_code=200, guards=[is_admin], operation_id="shutdown", responses=errors(401, 403))
+async def shutdown(request: Request) -> Response[Message]:
     """Stop as SIGTERM does: requests running get --shutdown-grace seconds, then their envs are killed."""
     asyncio.get_running_loop().call_soon(request.app.state.request_exit)
     return Response(msgspec.json.encode({"message": "Server shutting down"}), media_type=JSON)
@@ -167,6 +205,7 @@ ROUTES = [
     env_list_all,
     env_info,
     env_reset,
+    env_step,
     env_action_space_info,
     env_observation_space_info,
     env_action_space_sample,

@@ -1,5 +1,6 @@
 """The server's settings: one field per CLI flag, built once by the CLI and passed down."""
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Literal
 
 import msgspec
@@ -107,3 +108,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: Annotated[
         Literal["debug", "info", "warning", "error"], Meta(description="how much the server logs")
     ] = "info"
+
+
+def package_version() -> str:
+    try:
+        return version("gym-supervisor")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
