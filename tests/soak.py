@@ -133,6 +133,15 @@ def _recorded(target: Callable[..., None], report: Report, lock: threading.Lock)
     return run
 
 
+def _settled_leftovers(server: psutil.Process, before: set[int], wait: float = 10) -> list[int]:
+    """Processes beyond `before` once the last kills are reaped (a killed env's helpers are
+    reaped by the forkserver a moment after the request that killed it is answered)."""
+    deadline = time.monotonic() + wait
+    while (left := sorted({p.pid for p in server.children(recursive=True)} - before)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
 def _settled_fds(server: psutil.Process, before: int, slack: int, wait: float = 10) -> int:
     """The server's descriptors once it has seen its clients go (bounded wait)."""
     deadline = time.monotonic() + wait
@@ -166,8 +175,7 @@ def run(url: str, server_pid: int, seconds: float, fault_clients: int, healthy_c
             report.unexpected.append("a client was still running 120 s after the soak's end")
     if healthy_clients and not report.healthy_latency:
         report.unexpected.append("no healthy step was made")
-    after = {p.pid for p in server.children(recursive=True)}
-    report.leftovers = sorted(after - before)
+    report.leftovers = _settled_leftovers(server, before)
     report.fds = (fds0, _settled_fds(server, fds0, FD_SLACK))
     report.rss_mb = (rss0 / 2**20, server.memory_info().rss / 2**20)
     return report
