@@ -5,6 +5,7 @@ import collections
 import os
 import resource
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -36,7 +37,9 @@ def row(handle: EnvHandle) -> dict[str, Any]:
     """An env as the admin table shows it, with its recent usage (seconds ago, CPU %, RSS)."""
     info = handle.info()
     out = {key: info[key] for key in ROW}
+    out["died"] = handle.died
     out["death"] = handle.death
+    out["renders"] = handle.kwargs.get("render_mode") == "rgb_array"
     now = time.monotonic()
     out["history"] = [[round(now - at, 1), cpu, rss] for at, cpu, rss in handle.history]
     return out
@@ -115,4 +118,13 @@ async def healthz(request: Request) -> Response[Health]:
     return Response(error_body(why), status_code=503, media_type=JSON)
 
 
-ROUTES = [admin_envs, admin_kill, admin_restart, admin_kill_user, admin_stats, healthz]
+PAGE = (Path(__file__).parent / "static" / "admin.html").read_bytes()
+
+
+@get("/admin", opt={PUBLIC: True}, include_in_schema=False)
+async def admin_page() -> Response:
+    """The admin page: it asks for a token itself, so the page needs none."""
+    return Response(PAGE, media_type="text/html; charset=utf-8")
+
+
+ROUTES = [admin_page, admin_envs, admin_kill, admin_restart, admin_kill_user, admin_stats, healthz]

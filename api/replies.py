@@ -88,6 +88,11 @@ class Restarted(msgspec.Struct):
     new: NewProcess
 
 
+class Me(msgspec.Struct):
+    name: str
+    role: str  # user, viewer or admin
+
+
 class Message(msgspec.Struct):
     message: str
 
@@ -107,7 +112,9 @@ class AdminRow(msgspec.Struct):
     waiting: int
     restarts: int
     cause: str | None
+    died: float | None
     death: str | None  # the cause's kind: crash, timeout, memory, cpu, admin_kill, idle, lifetime, crash_loop
+    renders: bool  # made with render_mode rgb_array: its frame is at /v1/envs/{id}/render
     history: list[list[float]]  # [seconds ago, CPU percent, RSS bytes], oldest first
 
 

@@ -24,6 +24,7 @@ from api.replies import (
     Created,
     EnvInfo,
     EnvList,
+    Me,
     Member,
     Message,
     Restarted,
@@ -188,9 +189,18 @@ async def upload(request: Request) -> Response[Message]:
 @get("/v1/envs/{instance_id:str}/render", operation_id="env_render", media_type="image/png",
      responses=errors(*ENV_CALL))
 async def env_render(request: Request, instance_id: str) -> Response[bytes]:
-    """The env's current frame as PNG (envs made with render_mode rgb_array)."""
-    png = await view(request).call(instance_id, protocol.Render, _timeout(request))
+    """The env's current frame as PNG (envs made with render_mode rgb_array); viewers and admins
+    may see any env's (the admin page's thumbnails)."""
+    envs = CallerView(request.app.state.registry, request.user, sees_all=True)
+    png = await envs.call(instance_id, protocol.Render, _timeout(request))
     return Response(png, media_type="image/png")
+
+
+@get("/v1/me", operation_id="me", responses=errors(401))
+async def me(request: Request) -> Response[Me]:
+    """Who the token names: the user's name and role (an open server's one user: "", admin)."""
+    caller: Caller = request.user
+    return Response(msgspec.json.encode({"name": caller.name, "role": caller.role}), media_type=JSON)
 
 
 @post("/v1/shutdown", status_code=200, guards=[is_admin], operation_id="shutdown", responses=errors(401, 403))
@@ -216,6 +226,7 @@ ROUTES = [
     env_restart,
     env_close,
     env_render,
+    me,
     upload,
     shutdown,
 ]

@@ -32,13 +32,17 @@ OPEN = Caller(name="", role="admin")  # a server without users: one user, who ma
 
 class CallerView:
     """Owns nothing but the filter: others' ids do not exist here, and creates and restarts
-    count against the caller's quota. Every v1 route goes through one, whatever the role."""
+    count against the caller's quota. Every v1 route goes through one, whatever the role;
+    `sees_all` opens every env's reads to viewers and admins where a route allows it (render)."""
 
-    def __init__(self, registry: Registry, caller: Caller) -> None:
+    def __init__(self, registry: Registry, caller: Caller, sees_all: bool = False) -> None:
         self._registry = registry
         self.caller = caller
+        self._sees_all = sees_all and caller.role in ("viewer", "admin")
 
     def get(self, instance_id: str) -> EnvHandle:
+        if self._sees_all:
+            return self._registry.get(instance_id)
         return self._registry.owned(instance_id, self.caller.name)
 
     async def create(
