@@ -6,13 +6,12 @@ import logging
 import os
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
 
 from envproc import protocol, sandbox
-from envproc.protocol import EnvLimits, MonitorClose
+from envproc.protocol import EnvLimits
 from supervisor.asked import NONE_ASKED, AskedLimits, tighter
 from supervisor.cgroups import PidsCgroups
 from supervisor.datadir import DataDir
@@ -30,24 +29,19 @@ from supervisor.errors import (
 )
 from supervisor.fates import Fates
 from supervisor.forkserver import Forkserver
-from supervisor.handle import DEATHS, EnvHandle, State
+from supervisor.handle import DEATHS, EnvHandle
 from supervisor.limits import Limits
 from supervisor.probe import Probe
 from supervisor.restart import RestartPolicy, bounded, crash_loop, loop_cause, recent
-from supervisor.usage import default_max_procs, default_memory_mb, usage_of_envs
+from supervisor.usage import default_max_procs, default_memory_mb
 from supervisor.users import EnvUsers
-from supervisor.watch import over_memory, to_end, to_forget
+from supervisor.watcher import Watcher
 
 log = logging.getLogger("gym_supervisor.env")
 
 CLOSE_TIMEOUT = 5.0
 RETRY_AFTER = 5  # seconds a client is told to wait when the server is full
 RESTARTED = {"crash", "timeout", "memory", "cpu"}  # deaths a restart policy answers; the server's own ends it does not
-DATA_DIR_EVERY = 10  # the data dir's size is measured every this many watch rounds (a walk of it)
-# The watcher's blocking reads get a thread of their own: clients polling env info, which use
-# the shared pool, cannot delay a memory round.
-_watch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-watch")
-_data_dir_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-dir")  # a walk may be long
 
 
 class Registry:
@@ -73,8 +67,6 @@ class Registry:
             raise ConfigError(f"--env-no-network: this machine does not let the server make network namespaces ({why})")
         env_path = tuple(dict.fromkeys([os.getcwd(), *(os.path.abspath(p) for p in limits.env_path)]))
         self.data_dir = DataDir(limits.data_dir, limits.data_dir_max_mb)
-        self._rounds = 0
-        self._measuring: asyncio.Future[None] | None = None  # a walk of the data dir under way
         self._forkserver = Forkserver(env_path, limits.preload, self._users.cannot_read_python(self.data_dir.path))
         self._forkserver.start()  # here, so that a preload that fails stops the server from starting
         self._envs: dict[str, EnvHandle] = {}
@@ -83,8 +75,8 @@ class Registry:
         self._closing = False
         self._closed = asyncio.Event()
         self._hurry = asyncio.Event()
-        self._watcher: asyncio.Task[None] | None = None
-        self._cgroups = PidsCgroups(limits.env_max_procs, limits.max_procs or 0)
+        self._watcher = Watcher(self)
+        self.cgroups = PidsCgroups(limits.env_max_procs, limits.max_procs or 0)
         self._policies: dict[str, RestartPolicy] = {}
         self._history: dict[str, list[float]] = {}  # automatic restart times per instance
         self._restarting: dict[str, asyncio.Task[None]] = {}
@@ -99,7 +91,7 @@ class Registry:
 
     async def start(self) -> None:
         self._forkserver.adopt()
-        self._watcher = asyncio.create_task(self._watch(), name="env-watch")
+        self._watcher.start()
 
     def prepare_directory(self, instance_id: str, directory: str) -> str:
         """Make a client's monitor directory for an env, under the data dir (and in it under its
@@ -166,7 +158,7 @@ class Registry:
             address_space_mb=memory_mb if self._address_space or asked.memory_mb else 0,
             cpu_seconds=tighter(self.limits.env_cpu_seconds, asked.cpu_seconds),
             max_files=self.limits.env_max_files,
-            cgroup=self._cgroups.make(f"{instance_id}-{restarts}"),
+            cgroup=self.cgroups.make(f"{instance_id}-{restarts}"),
             no_network=self.limits.env_no_network,
             uid=uid,
             gid=gid,
@@ -181,7 +173,7 @@ class Registry:
         try:
             await handle.start(timeout)
         except BaseException as exc:
-            self._cgroups.release(env_limits.cgroup)
+            self.cgroups.release(env_limits.cgroup)
             if handle.pid is None:  # never forked: no exit will give its uid back
                 self._users.give_back(uid)
             if self._closing and isinstance(exc, SupervisorError):
@@ -221,7 +213,7 @@ class Registry:
                        **how: Any) -> None:
         """Close a handle for good: its process, and then its cgroup."""
         await handle.close(timeout, force=force, **how)
-        self._cgroups.release(handle.limits.cgroup)
+        self.cgroups.release(handle.limits.cgroup)
 
     async def restart(self, instance_id: str, timeout: float, quota: int = 0) -> dict[str, Any]:
         """Kill the instance's process, whatever its state, and start a fresh one under its id.
@@ -338,6 +330,10 @@ class Registry:
         """Every env listed, of every owner (for admins)."""
         return list(self._envs.values())
 
+    def listed(self, handle: EnvHandle) -> bool:
+        """The handle still stands for its instance (not closed, not replaced by a restart)."""
+        return self._envs.get(handle.instance_id) is handle
+
     async def kill(self, instance_id: str, by: str) -> None:
         """Kill an env now, whatever it does, for admin `by`: a request in flight is answered
         502 at once, the next ones 410; it is not restarted."""
@@ -366,9 +362,6 @@ class Registry:
             raise UnknownInstance(instance_id, self._fates.get(instance_id, owner))
         return handle
 
-    def info(self, instance_id: str) -> dict[str, Any]:
-        return self.get(instance_id).info()
-
     async def call(self, instance_id: str, kind: type[protocol.Request], timeout: float, **fields: Any) -> bytes:
         """One request to an env. A request that waited on a process that died, and was never
         sent to it, goes to the process that replaced it (a restart), if there is one."""
@@ -393,9 +386,6 @@ class Registry:
                     raise
                 handle = new
 
-    def list_all(self) -> dict[str, str]:
-        return {iid: h.env_id for iid, h in self._envs.items()}
-
     async def close(self, instance_id: str, timeout: float = CLOSE_TIMEOUT, fate: str = "was closed") -> None:
         handle = self._envs.pop(instance_id, None)
         if handle is None:
@@ -418,12 +408,7 @@ class Registry:
         deadline = loop.time() + grace
         for task in list(self._restarting.values()):
             task.cancel()
-        if self._measuring is not None:
-            self._measuring.cancel()
-        if self._watcher is not None:
-            self._watcher.cancel()
-        await asyncio.gather(*self._restarting.values(), *([self._watcher] if self._watcher else []),
-                             return_exceptions=True)
+        await asyncio.gather(*self._restarting.values(), self._watcher.stop(), return_exceptions=True)
         fate = (ShuttingDown, ShuttingDown().args[0])
         hurry = asyncio.ensure_future(self._hurry.wait())
         # a create under way is not worth waiting for: its client is answered 503 now
@@ -444,7 +429,7 @@ class Registry:
             await self.probe.close()
             if self._reaping:  # what escaped an own-uid env's group goes before the forkserver does
                 await asyncio.wait(self._reaping, timeout=CLOSE_TIMEOUT)
-            await self._cgroups.close()
+            await self.cgroups.close()
             await self._forkserver.close()
             self.data_dir.close()
         finally:
@@ -453,52 +438,6 @@ class Registry:
     def hurry(self) -> None:
         """End the shutdown's grace now (a second SIGINT or SIGTERM)."""
         self._hurry.set()
-
-    async def _watch(self) -> None:
-        """Every watch_interval: stop envs over their memory, idle or too old; forget old deaths.
-        A round that fails is logged and the next one runs: one bad round must not end every
-        limit the watcher enforces."""
-        while True:
-            await asyncio.sleep(self.limits.watch_interval)
-            try:
-                await self._watch_round()
-            except Exception:
-                log.exception("watch_failed")
-
-    async def _measure_data_dir(self) -> None:
-        if await asyncio.get_running_loop().run_in_executor(_data_dir_thread, self.data_dir.measure):
-            await self._close_monitors()
-
-    async def _close_monitors(self) -> None:
-        """The data dir is past its cap: running monitors are closed (an env at work on a
-        request at a later round, once it is idle)."""
-        writing = [h for h in self._envs.values() if h.monitoring and h.state is State.READY]
-        await asyncio.gather(*(h.call(MonitorClose, CLOSE_TIMEOUT) for h in writing), return_exceptions=True)
-        for h in writing:
-            log.warning("monitor_closed instance=%s env_id=%r reason=data_dir_full", h.instance_id, h.env_id)
-
-    async def _watch_round(self) -> None:
-        loop = asyncio.get_running_loop()
-        live = [h for h in self._envs.values() if h.cause is None and h.pid is not None]
-        usage = await loop.run_in_executor(
-            _watch_thread, usage_of_envs, [(h.pid, h.limits.cgroup, h.limits.memory_mb * 2**20) for h in live]
-        )
-        read_at = loop.time()
-        for h, used in zip(live, usage, strict=True):
-            h.observe(used, read_at)
-        await asyncio.gather(*(h.kill(cause, kind="memory") for h, cause in over_memory(live)))
-        await loop.run_in_executor(_watch_thread, self._cgroups.sweep)
-        self._rounds += 1
-        due = self.data_dir.cap_mb and self._rounds % DATA_DIR_EVERY == 1
-        if due and (self._measuring is None or self._measuring.done()):  # a slow walk delays no round
-            self._measuring = asyncio.ensure_future(self._measure_data_dir())
-        now = time.time()
-        for h, cause, kind in to_end(self._envs.values(), now, self.limits.idle_timeout, self.limits.max_lifetime):
-            h.end(cause, kind)
-        for h, fate in to_forget(list(self._envs.values()), now, self.limits.dead_retention):
-            if self._envs.get(h.instance_id) is h:  # its client may have closed it meanwhile
-                await self.close(h.instance_id, fate=fate)
-                log.info("env_forgotten instance=%s env_id=%r cause=%r", h.instance_id, h.env_id, h.cause)
 
 
 def _asked(old: EnvHandle) -> AskedLimits:

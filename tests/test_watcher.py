@@ -10,20 +10,21 @@ from envproc.protocol import Reset, Step
 from supervisor.errors import EnvCrashed
 from supervisor.limits import Limits
 from supervisor.registry import Registry
+from supervisor.watcher import Watcher
 
 pytestmark = pytest.mark.timeout(60)
 
 
-class FailsOnce(Registry):
-    """A registry whose first watch round raises, as a bug or a race in one round would."""
+class FailsOnce(Watcher):
+    """A watcher whose first round raises, as a bug or a race in one round would."""
 
     failed = 0
 
-    async def _watch_round(self) -> None:
+    async def _round(self) -> None:
         if not self.failed:
             self.failed += 1
             raise RuntimeError("one bad round")
-        await super()._watch_round()
+        await super()._round()
 
 
 def test_a_failed_watch_round_is_logged_and_the_limits_still_act(caplog: pytest.LogCaptureFixture) -> None:
@@ -45,10 +46,11 @@ def test_a_failed_watch_round_is_logged_and_the_limits_still_act(caplog: pytest.
         finally:
             await registry.shutdown(0)
 
-    registry = FailsOnce(limits)
+    registry = Registry(limits)
+    registry._watcher = watcher = FailsOnce(registry)
     with caplog.at_level(logging.ERROR, logger="gym_supervisor.env"):
         cause = asyncio.run(scenario(registry))
-    assert registry.failed == 1
+    assert watcher.failed == 1
     assert cause == "was closed as idle after 1 s"
     failed = [r for r in caplog.records if r.getMessage() == "watch_failed"]
     assert failed and failed[0].exc_info and "one bad round" in str(failed[0].exc_info[1])
