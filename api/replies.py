@@ -5,6 +5,8 @@ from typing import Any
 
 import msgspec
 
+from envproc.protocol import StepReply  # noqa: F401 (step's reply, encoded by the env process)
+
 
 class Restart(msgspec.Struct):
     max: int
@@ -49,15 +51,6 @@ class EnvInfo(msgspec.Struct):
 class ResetReply(msgspec.Struct):
     observation: Any
     info: dict[str, Any]
-
-
-class StepReply(msgspec.Struct):
-    observation: Any
-    reward: float
-    done: bool
-    info: dict[str, Any]
-    terminated: bool
-    truncated: bool
 
 
 class SpaceReply(msgspec.Struct):

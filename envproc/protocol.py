@@ -83,6 +83,18 @@ AnyRequest = (Make | Reset | Step | SpaceInfo | Sample | ActionContains | Observ
               | MonitorClose | Render | Close)
 
 
+class StepReply(msgspec.Struct):
+    """A step's reply as its client gets it: JSON the env process encodes, which the server
+    passes on unread (and the OpenAPI schema documents)."""
+
+    observation: Any
+    reward: float
+    done: bool
+    info: dict[str, Any]
+    terminated: bool
+    truncated: bool
+
+
 class Reply(msgspec.Struct, frozen=True, tag_field="op", tag=str.lower):
     seq: int
 

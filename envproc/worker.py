@@ -30,6 +30,7 @@ from envproc.protocol import (
     Sample,
     SpaceInfo,
     Step,
+    StepReply,
     decode_request,
     encode,
 )
@@ -89,15 +90,6 @@ to_bytes = msgspec.json.Encoder(enc_hook=_enc_hook).encode
 class StepBody(msgspec.Struct):
     action: Any = None
     render: Any = False
-
-
-class StepReply(msgspec.Struct):
-    observation: Any
-    reward: float
-    done: bool
-    info: dict[str, Any]
-    terminated: bool
-    truncated: bool
 
 
 _decode_step = msgspec.json.Decoder(StepBody | None).decode

@@ -2,10 +2,12 @@
 and an HTTP client per user."""
 
 import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import COMMAND, Server, start_server
 
@@ -50,3 +52,17 @@ def start_lab(tmp: Path, *extra: str, people: dict[str, tuple[str, str]] = PEOPL
     users_file = tmp / "users.toml"
     users_file.write_text("\n".join(blocks))
     return Lab(start_server(tmp, "--users", str(users_file), *extra), tokens, users_file)
+
+
+def lab_fixture(*extra: str) -> Callable[..., Iterator[Lab]]:
+    """A module's lab server, with `extra` flags, stopped after the module's tests."""
+
+    @pytest.fixture(scope="module")
+    def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+        lab = start_lab(tmp_path_factory.mktemp("lab"), *extra)
+        try:
+            yield lab
+        finally:
+            lab.server.stop()
+
+    return lab

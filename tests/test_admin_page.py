@@ -3,12 +3,11 @@ signs in, sees another user's envs, kills one and sees it die; a viewer sees no 
 
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, create, faulty
-from tests.lab import Lab, start_lab
+from tests.lab import Lab, lab_fixture
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,13 +23,7 @@ except ImportError:  # pragma: no cover - the test extra installs it
     sync_playwright = None  # type: ignore[assignment]
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = start_lab(tmp_path_factory.mktemp("lab"), "--allow-module", "tests.faulty_envs")
-    try:
-        yield lab
-    finally:
-        lab.server.stop()
+lab = lab_fixture("--allow-module", "tests.faulty_envs")
 
 
 @pytest.fixture(scope="module")

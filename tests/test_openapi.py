@@ -2,7 +2,6 @@
 against a real server with users (property-based cases per route, then stateful sequences along
 the schema's links: create -> reset -> step -> close)."""
 
-from collections.abc import Iterator
 
 import httpx
 import hypothesis
@@ -11,7 +10,7 @@ import schemathesis
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from tests.lab import Lab, start_lab
+from tests.lab import Lab, lab_fixture
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -24,13 +23,7 @@ CASES = hypothesis.settings(max_examples=12, deadline=None, suppress_health_chec
                             database=None, phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate])
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = start_lab(tmp_path_factory.mktemp("lab"), "--allow-module", "tests.faulty_envs")
-    try:
-        yield lab
-    finally:
-        lab.server.stop()
+lab = lab_fixture("--allow-module", "tests.faulty_envs")
 
 
 ENV_IDS = ["CartPole-v1", "FrozenLake-v1", "tests.faulty_envs:Image-v0", "NoSuchEnv-v0"]

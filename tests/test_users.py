@@ -3,7 +3,6 @@
 import hashlib
 import subprocess
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -11,7 +10,7 @@ import pytest
 
 from api.users import BadUsersFile, read_users
 from tests.conftest import COMMAND, create, faulty
-from tests.lab import Lab, start_lab
+from tests.lab import Lab, lab_fixture
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -19,13 +18,7 @@ ROLES = ["none", "bad", "owner", "other", "viewer", "admin"]
 PEOPLE = {"owner": "alice", "other": "bob", "viewer": "vic", "admin": "root"}
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = start_lab(tmp_path_factory.mktemp("lab"))
-    try:
-        yield lab
-    finally:
-        lab.server.stop()
+lab = lab_fixture()
 
 
 def as_role(lab: Lab, role: str) -> httpx.Client:
