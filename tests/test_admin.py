@@ -6,7 +6,6 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,18 +15,12 @@ import pytest
 from api.client import Forbidden, NotSignedIn, QuotaExceeded, RemoteEnv
 from envproc.png import decode_png
 from tests.conftest import create, faulty, gone
-from tests.lab import Lab, make_token, start_lab
+from tests.lab import Lab, lab_fixture, make_token, start_lab
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = start_lab(tmp_path_factory.mktemp("lab"), "--allow-module", "tests.faulty_envs")
-    try:
-        yield lab
-    finally:
-        lab.server.stop()
+lab = lab_fixture("--allow-module", "tests.faulty_envs")
 
 
 def at_work(lab: Lab, tmp: Path, user: str, env: str) -> tuple[str, threading.Thread, dict[str, object]]:
@@ -98,6 +91,42 @@ def test_admin_kills_every_env_of_one_user(lab: Lab) -> None:
             alice.post(f"/v1/envs/{iid}/close/")
         assert bob.get(f"/v1/envs/{his}/").json()["state"] == "ready"
         bob.post(f"/v1/envs/{his}/close/")
+
+
+def test_an_admin_restarts_any_users_env_past_their_quota(lab: Lab) -> None:
+    with lab.client("root") as root, lab.client("quinn") as quinn:  # quinn may run 2 envs
+        first, second = create(quinn, "CartPole-v1"), create(quinn, "CartPole-v1")
+        root.post(f"/v1/admin/envs/{first}/kill")
+        third = create(quinn, "CartPole-v1")
+        assert quinn.post(f"/v1/envs/{first}/restart").status_code == 429  # her own would pass her quota
+        r = root.post(f"/v1/admin/envs/{first}/restart")
+        assert r.status_code == 200 and r.json()["old"]["state"] == "dead", r.text
+        info = quinn.get(f"/v1/envs/{first}/").json()
+        assert info["state"] == "ready" and info["pid"] == r.json()["new"]["pid"] and info["restarts"] == 1
+        assert root.post("/v1/admin/envs/nobody00/restart").status_code == 400
+        for iid in (first, second, third):
+            quinn.post(f"/v1/envs/{iid}/close/")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a uid range needs a server run as root")
+def test_healthz_is_503_with_the_reason_while_no_env_can_be_made(tmp_path: Path) -> None:
+    from tests.conftest import start_server
+
+    srv = start_server(tmp_path, "--env-uid-range", "61320:1")  # one uid: one env at a time
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            iid = create(c, "CartPole-v1")  # takes the only uid
+            r = c.get("/healthz")
+            assert r.status_code == 503, r.text
+            assert "the probe env could not be made or stepped" in r.json()["message"]
+            assert "every uid of --env-uid-range" in r.json()["message"]
+            c.post(f"/v1/envs/{iid}/close/")
+            deadline = time.monotonic() + 10  # the uid comes back once its processes are gone; the answer stands 1 s
+            while (r := c.get("/healthz")).status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert r.status_code == 200 and r.json() == {"status": "ok"}
+    finally:
+        srv.stop()
 
 
 def test_admin_views_show_every_user_and_the_totals(lab: Lab) -> None:

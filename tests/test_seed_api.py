@@ -257,6 +257,11 @@ def test_env_info_tells_state_counts_and_usage(client: httpx.Client) -> None:
         info = client.get(f"/v1/envs/{iid}").json()
     tree = [psutil.Process(info["pid"]), *psutil.Process(info["pid"]).children(recursive=True)]  # env, guardian
     assert 0.5 < info["rss_bytes"] / sum(p.memory_info().rss for p in tree) < 2
+    while info["cpu_seconds"] == 0:  # a new env may not have used a clock tick (10 ms) yet: give it work
+        assert time.monotonic() < deadline
+        for _ in range(50):
+            client.post(f"/v1/envs/{iid}/step/", json={"action": 0})
+        info = client.get(f"/v1/envs/{iid}").json()
     assert info["cpu_seconds"] > 0
     assert info["limits"]["memory_mb"] > 0
     assert client.get("/v1/envs/nope/").status_code == 400
