@@ -11,6 +11,7 @@ from functools import partial
 from litestar import Litestar
 
 from api.admin import ROUTES as ADMIN_ROUTES
+from api.batch import batch_step
 from api.auth import BearerAuth, Callers
 from api.errors import HANDLERS
 from api import openapi
@@ -61,7 +62,7 @@ def build(settings: Settings, request_exit: Callable[[], None], users: Users | N
 
     watch(registry)
     app = Litestar(
-        route_handlers=[*ROUTES, *ADMIN_ROUTES, Metrics, openapi.static_files()],
+        route_handlers=[*ROUTES, batch_step, *ADMIN_ROUTES, Metrics, openapi.static_files()],
         exception_handlers=HANDLERS,
         on_app_init=[BearerAuth(callers).on_app_init],
         middleware=[CONFIG.middleware],

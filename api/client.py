@@ -164,6 +164,13 @@ class Client:
     def env_restart(self, instance_id: str, *, timeout: float | None = None) -> dict[str, Any]:
         return self._request("POST", f"/v1/envs/{instance_id}/restart/", None, timeout)
 
+    def batch_step(self, steps: list[tuple[str, Any]], *, autoreset: bool = False,
+                   timeout: float | None = None) -> list[dict[str, Any]]:
+        """Step several envs in one request: `steps` is [(instance_id, action)]; each result is
+        the step route's reply plus its `status` (or `status` and `message`)."""
+        body = {"steps": [{"instance_id": i, "action": a} for i, a in steps], "autoreset": autoreset}
+        return self._request("POST", "/v1/batch/step", body, timeout)["results"]
+
     def env_render(self, instance_id: str, *, timeout: float | None = None) -> np.ndarray:
         """The env's current frame, height x width x 3 (envs made with render_mode rgb_array)."""
         return decode_png(self._request("GET", f"/v1/envs/{instance_id}/render", timeout=timeout, raw=True))
@@ -255,6 +262,7 @@ class RemoteVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
         self._autoreset = np.zeros(num_envs, dtype=np.bool_)
+        self._batches = True  # the server steps them all in one request (a seed server cannot)
 
     def reset(self, *, seed: int | list[int | None] | None = None,
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -270,12 +278,33 @@ class RemoteVectorEnv(VectorEnv):
                 return obs, 0.0, False, False, info
             return self.envs[i].step(action)
 
-        results = list(self._pool.map(one, range(self.num_envs), iterate(self.action_space, actions)))
+        results = None
+        if self._batches:
+            try:
+                results = self._step_batch(actions)
+            except ServerError as exc:
+                if exc.status_code not in (404, 405):
+                    raise
+                self._batches = False  # a server without the batch route: one request per env
+        if results is None:
+            results = list(self._pool.map(one, range(self.num_envs), iterate(self.action_space, actions)))
         terminated = np.array([r[2] for r in results], dtype=np.bool_)
         truncated = np.array([r[3] for r in results], dtype=np.bool_)
         self._autoreset = terminated | truncated
         rewards = np.array([r[1] for r in results], dtype=np.float64)
         return self._batch([r[0] for r in results]), rewards, terminated, truncated, self._infos([r[4] for r in results])
+
+    def _step_batch(self, actions: Any) -> list[tuple[Any, float, bool, bool, dict[str, Any]]]:
+        """One batch request; the server resets an env whose episode ended at its next step."""
+        steps = [(env.instance_id, to_json(env.action_space, a)) for env, a in zip(self.envs, iterate(self.action_space, actions))]
+        replies = self.envs[0].client.batch_step(steps, autoreset=True)
+        out = []
+        for env, r in zip(self.envs, replies, strict=True):
+            if r["status"] != 200:
+                raise ERRORS.get(r["status"], ServerError)(r["message"], r["status"])
+            obs = from_json(env.observation_space, r["observation"])
+            out.append((obs, r["reward"], r["terminated"], r["truncated"], r["info"]))
+        return out
 
     def close_extras(self, **kwargs: Any) -> None:
         list(self._pool.map(lambda e: e.close(), self.envs))

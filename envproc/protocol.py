@@ -42,6 +42,7 @@ class Reset(Request):
 
 class Step(Request):
     body: bytes  # the client's raw JSON body: parsed in the child, never in the API process
+    autoreset: bool = False  # after an episode's end, this step resets instead (Gymnasium's next-step mode)
 
 
 class SpaceInfo(Request):

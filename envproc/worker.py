@@ -131,12 +131,16 @@ class EnvServer:
             self.env.action_space.seed(req.seed)
         self.monitor: Monitor | None = None
         self.monitor_runs = 0
+        self.episode_over = False  # the last step ended its episode (for an autoreset step)
 
     def handle(self, req: AnyRequest) -> bytes:
         env = self.env
         match req:
-            case Step(body=body):
+            case Step(body=body, autoreset=autoreset):
                 args = parse_step(body)
+                if autoreset and self.episode_over:  # the action is ignored, as vector envs do
+                    obs, info = self._reset(None, None)
+                    return to_bytes(StepReply(to_json(env.observation_space, obs), 0.0, False, info, False, False))
                 try:
                     action = from_json(env.action_space, args.action)
                 except BadValue as exc:
@@ -144,6 +148,7 @@ class EnvServer:
                 if args.render and env.render_mode is not None:
                     env.render()
                 obs, reward, terminated, truncated, info = env.step(action)
+                self.episode_over = bool(terminated or truncated)
                 if self.monitor:
                     self.monitor.on_step(float(reward), terminated or truncated)
                 return to_bytes(
@@ -151,12 +156,7 @@ class EnvServer:
                               info, bool(terminated), bool(truncated))
                 )
             case Reset(seed=seed, options=options):
-                if seed is None:
-                    seed = self.pending_seed
-                self.pending_seed = None  # create's seed is for the first reset only
-                obs, info = env.reset(seed=seed, options=options)
-                if self.monitor:
-                    self.monitor.on_reset()
+                obs, info = self._reset(seed, options)
                 return to_bytes({"observation": to_json(env.observation_space, obs), "info": info})
             case SpaceInfo(space=space):
                 return to_bytes({"info": describe(getattr(env, f"{space}_space"))})
@@ -199,6 +199,16 @@ class EnvServer:
                 env.close()
                 return b""
         raise Usage(f"unexpected request {type(req).__name__}")
+
+    def _reset(self, seed: int | None, options: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+        if seed is None:
+            seed = self.pending_seed
+        self.pending_seed = None  # create's seed is for the first reset only
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.episode_over = False
+        if self.monitor:
+            self.monitor.on_reset()
+        return obs, info
 
     def _close_monitor(self) -> None:
         if self.monitor:

@@ -282,6 +282,8 @@ def main() -> None:
         image = env("tests.faulty_envs:Image-v0")
         step = {i: http("POST", f"/v1/envs/{i}/step", STEP_BODY) for i in [*cart, image]}
         info_req = http("GET", f"/v1/envs/{cart[1]}/")
+        batch_req = http("POST", "/v1/batch/step", msgspec.json.encode(
+            {"steps": [{"instance_id": i, "action": 1} for i in cart], "autoreset": True}))
         floor_req = http("POST", "/v1/envs/abcdefgh/step", STEP_BODY)
 
         res: dict[str, list[float]] = {}
@@ -304,6 +306,7 @@ def main() -> None:
             for n in (1, 4, 16):
                 add(f"floor_rps_{n}", throughput(fport, [floor_req] * n, args.seconds))
                 add(f"server_rps_{n}", throughput(sport, [step[i] for i in cart[:n]], args.seconds))
+            add("batch_16", throughput(sport, [batch_req], args.seconds) * len(cart))  # one client, 16 envs a request
             # CartPole keeps stepping after its episode ends (Gymnasium only warns); reset now and then
             for i in cart:
                 c.json("POST", f"/v1/envs/{i}/reset/")
@@ -367,6 +370,8 @@ def main() -> None:
     for n in (1, 4, 16):
         s, f = p50[f"server_rps_{n}"], p50[f"floor_rps_{n}"]
         rows.append((f"steps/s, {n} clients", f"{s:,.0f}", f"floor {f:,.0f} req/s", f"{s / f:.2f}x", ">= 0.75x" if n == 4 else ""))
+    rows.append(("steps/s, one client batching 16 envs a request", f"{p50['batch_16']:,.0f}",
+                 "16 clients", f"{p50['batch_16'] / p50['server_rps_16']:.2f}x", ">= 2.5x"))
     rows += [
         ("create p50", f"{statistics.median(creates) * ms:.1f} ms", "", "", "<= 20 ms"),
         ("create p99", f"{pct(creates, 0.99) * ms:.1f} ms", "", "", ""),

@@ -1,0 +1,84 @@
+"""`POST /v1/batch/step`: many of the caller's envs stepped at once, each answered on its own."""
+
+import asyncio
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, post
+
+from api.errors import error_body, status_of
+from api.openapi import body, errors
+from api.params import NOT_JSON, TIMEOUT_HEADER
+from api.routes import JSON, caller_timeout, view
+from envproc.protocol import Step
+from supervisor.errors import BadRequest, SupervisorError
+from supervisor.view import CallerView
+
+MAX_STEPS = 1024  # a batch's entries; each is a request to an env
+
+
+class BatchEntry(msgspec.Struct):
+    instance_id: str
+    action: msgspec.Raw  # handed to the env as its step body's action, unread here
+
+
+class BatchBody(msgspec.Struct):
+    steps: list[BatchEntry]
+    autoreset: bool = False  # an env whose episode ended is reset by its next step instead
+
+
+class BatchResult(msgspec.Struct):
+    """A step's reply as the step route gives it, with its status; or the status and message
+    of the error the step route would give."""
+
+    status: int
+    message: str | None = None
+    observation: Any = None
+    reward: float | None = None
+    done: bool | None = None
+    info: dict[str, Any] | None = None
+    terminated: bool | None = None
+    truncated: bool | None = None
+
+
+class BatchReply(msgspec.Struct):
+    results: list[BatchResult]
+
+
+_decode = msgspec.json.Decoder(BatchBody).decode
+
+
+def parse_batch(raw: bytes) -> BatchBody:
+    try:
+        batch = _decode(raw)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"Invalid request parameter: {exc}") from None
+    except msgspec.DecodeError:
+        raise BadRequest(NOT_JSON) from None
+    except RecursionError:
+        raise BadRequest(f"{NOT_JSON}: it is nested too deeply") from None
+    if len(batch.steps) > MAX_STEPS:
+        raise BadRequest(f"a batch takes at most {MAX_STEPS} steps, not {len(batch.steps)}; send several")
+    return batch
+
+
+async def _one(envs: CallerView, entry: BatchEntry, timeout: float, autoreset: bool) -> bytes:
+    try:
+        reply = await envs.call(entry.instance_id, Step, timeout, body=b'{"action":' + bytes(entry.action) + b"}",
+                                autoreset=autoreset)
+    except SupervisorError as exc:
+        return b'{"status":%d,' % status_of(exc) + error_body(str(exc))[1:]
+    return b'{"status":200,' + reply[1:]  # the env's JSON object, its status first
+
+
+@post("/v1/batch/step", status_code=200, operation_id="batch_step", operation_class=body(BatchBody),
+      responses=errors(400, 401, 413, 503))
+async def batch_step(request: Request) -> Response[BatchReply]:
+    """Step several of the caller's envs concurrently (an env named twice is stepped twice, in
+    order); each result is what the step route would answer, with its status. One timeout
+    (X-Request-Timeout) covers every step, counted from the batch's arrival."""
+    batch = parse_batch(await request.body())
+    timeout = caller_timeout(request.app.state.settings, request.user, request.headers.get(TIMEOUT_HEADER))
+    envs = view(request)
+    results = await asyncio.gather(*(_one(envs, e, timeout, batch.autoreset) for e in batch.steps))
+    return Response(b'{"results":[' + b",".join(results) + b"]}", media_type=JSON)
