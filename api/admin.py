@@ -93,6 +93,7 @@ async def admin_stats(request: Request) -> Response[Stats]:
         "envs": dict(collections.Counter(h.state.value for h in handles)),
         "envs_by_user": {user: dict(states) for user, states in sorted(by_user.items())},
         "live_envs": registry.live(),
+        "pool": {env_id: registry.pool.ready(env_id) for env_id in registry.pool.sizes},
         "deaths": dict(registry.deaths),
         "server": {
             "pid": os.getpid(),

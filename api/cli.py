@@ -15,7 +15,7 @@ from api.settings import Settings, package_version
 
 SEED_ALIASES = {"host": ["-l", "--listen"], "port": ["-p"]}
 METAVARS = {str: "TEXT", int: "N", float: "SECONDS"}
-LIST_METAVARS = {"env_path": "DIR"}  # repeatable flags; the others name modules
+LIST_METAVARS = {"env_path": "DIR", "prespawn": "ENV_ID=N"}  # repeatable flags; the others name modules
 
 log = logging.getLogger("gym_supervisor.server")
 

@@ -131,6 +131,7 @@ class Stats(msgspec.Struct):
     envs: dict[str, int]  # by state
     envs_by_user: dict[str, dict[str, int]]
     live_envs: int
+    pool: dict[str, int]  # ready envs of each --prespawn id
     deaths: dict[str, int]  # by kind
     server: ServerUsage
     requests_by_status: dict[str, int]

@@ -25,6 +25,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     preload: Annotated[
         tuple[str, ...], Meta(description="module imported at start, its envs then made by plain id (repeatable)")
     ] = ()
+    prespawn: Annotated[
+        tuple[str, ...], Meta(description="ENV_ID=N: keep N envs of this id made ahead, so that a create of it with "
+                                          "no kwargs is a handover (repeatable)")
+    ] = ()
     env_path: Annotated[
         tuple[str, ...], Meta(description="directory where env modules are looked for, after the working directory "
                                           "(repeatable)")

@@ -72,6 +72,10 @@ class MonitorClose(Request):
     pass
 
 
+class Seed(Request):
+    seed: int | None  # as create's: the first reset's seed, and the action space's now (a pooled env's create)
+
+
 class Render(Request):
     pass  # the reply's body is a PNG, not JSON
 
@@ -81,7 +85,7 @@ class Close(Request):
 
 
 AnyRequest = (Make | Reset | Step | SpaceInfo | Sample | ActionContains | ObservationContains | MonitorStart
-              | MonitorClose | Render | Close)
+              | MonitorClose | Seed | Render | Close)
 
 
 class StepReply(msgspec.Struct):

@@ -26,6 +26,7 @@ from envproc.protocol import (
     Raised,
     Render,
     Reply,
+    Seed,
     Reset,
     Sample,
     SpaceInfo,
@@ -184,6 +185,11 @@ class EnvServer:
                 return b""
             case MonitorClose():
                 self._close_monitor()
+                return b""
+            case Seed(seed=seed):
+                self.pending_seed = seed
+                if seed is not None:
+                    env.action_space.seed(seed)
                 return b""
             case Render():
                 if env.render_mode != "rgb_array":

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from supervisor.pipe import frame  # noqa: E402
 
 STEP_BODY = b'{"action":1}'
+POOLED = "Acrobot-v1"  # the warm pool's env id (CartPole's creates stay cold)
 
 
 def free_port() -> int:
@@ -255,7 +256,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="gym-supervisor-bench-"))
     sport, fport, uport = free_port(), free_port(), free_port()
     server = start([str(ROOT / "scripts" / "serve"), "--port", str(sport), "--data-dir", str(tmp / "data"),
-                    "--allow-module", "tests.faulty_envs", "--log-level", "warning"], sport, tmp / "server.log")
+                    "--allow-module", "tests.faulty_envs", "--log-level", "warning", "--prespawn", f"{POOLED}=4"],
+                   sport, tmp / "server.log")
     floor = start([sys.executable, "scripts/bench_floor.py", str(fport)], fport, tmp / "floor.log")
     # the same server with users: 50 of them in its file, one of whom steps
     tokens = [subprocess.run([str(ROOT / ".venv" / "bin" / "gym-supervisor"), "token", f"user{i}"], check=True,
@@ -312,11 +314,13 @@ def main() -> None:
                 c.json("POST", f"/v1/envs/{i}/reset/")
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
 
-        def creates_of(env_id: str, n: int = 50) -> list[float]:
+        def creates_of(env_id: str, n: int = 50, kwargs: dict | None = None, pooled: bool = False) -> list[float]:
             out = []
             for _ in range(n):
+                while pooled and c.json("GET", "/v1/admin/stats")["pool"][env_id] < 4:  # refilled, untimed
+                    time.sleep(0.01)
                 t = time.perf_counter()
-                iid = c.json("POST", "/v1/envs/", {"env_id": env_id})["instance_id"]
+                iid = c.json("POST", "/v1/envs/", {"env_id": env_id, "kwargs": kwargs or {}})["instance_id"]
                 out.append(time.perf_counter() - t)
                 c.call(http("POST", f"/v1/envs/{iid}/close/"))
             return out
@@ -330,6 +334,8 @@ def main() -> None:
             c.call(http("POST", f"/v1/envs/{i}/close/"))
         creates = creates_of("CartPole-v1")
         module_creates = creates_of("tests.faulty_envs:Slow-v0")  # its module imported at each create
+        warm_creates = creates_of(POOLED, 30, pooled=True)
+        cold_creates = creates_of(POOLED, 30, kwargs={"max_episode_steps": 500})  # its default: the same env, made cold
         probe = env("tests.faulty_envs:ReportsModules-v0")
         held = c.json("POST", f"/v1/envs/{probe}/reset/")["info"]["server_modules"]
         c.call(http("POST", f"/v1/envs/{probe}/close/"))
@@ -375,6 +381,9 @@ def main() -> None:
     rows += [
         ("create p50", f"{statistics.median(creates) * ms:.1f} ms", "", "", "<= 20 ms"),
         ("create p99", f"{pct(creates, 0.99) * ms:.1f} ms", "", "", ""),
+        (f"create p50 from the warm pool ({POOLED})", f"{statistics.median(warm_creates) * ms:.2f} ms", "cold",
+         f"{statistics.median(warm_creates) / statistics.median(cold_creates):.2f}x", "<= 2 ms"),
+        (f"create p50 cold ({POOLED})", f"{statistics.median(cold_creates) * ms:.1f} ms", "", "", "<= 15 ms"),
         ("create p50 while 4 clients step", f"{statistics.median(loaded_creates) * ms:.1f} ms", "", "", ""),
         ("create p50, `module:EnvId` (module imported per create)", f"{statistics.median(module_creates) * ms:.1f} ms",
          "", "", ""),

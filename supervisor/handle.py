@@ -83,6 +83,7 @@ class EnvHandle:
         self._restart_follows = False
         self._fate: Fate | None = None
         self.owner = owner  # the user whose env this is ("" on a server without users)
+        self.reserve = False  # the server's own (the health probe, a pooled env): counted in no limit
         self.instance_id = instance_id
         self.env_id = env_id
         self.kwargs = kwargs

@@ -8,6 +8,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
 
     allow_modules: tuple[str, ...] = ()
     preload: tuple[str, ...] = ()
+    prespawn: tuple[str, ...] = ()  # ENV_ID=N: envs kept made ahead of their creates
     env_path: tuple[str, ...] = ()  # where env modules are found (after the working directory)
     max_envs: int = 0  # env processes alive or starting at once; 0: no limit
     env_memory_mb: int | None = None  # per env, its whole process tree; 0: no limit; None: a quarter of the RAM

@@ -31,6 +31,7 @@ from supervisor.fates import Fates
 from supervisor.forkserver import Forkserver
 from supervisor.handle import DEATHS, EnvHandle
 from supervisor.limits import Limits
+from supervisor.pool import Pool, parse_prespawn
 from supervisor.probe import Probe
 from supervisor.restart import RestartPolicy, bounded, crash_loop, loop_cause, recent
 from supervisor.usage import default_max_procs, default_memory_mb
@@ -82,6 +83,12 @@ class Registry:
         self._restarting: dict[str, asyncio.Task[None]] = {}
         self._reaping: set[asyncio.Future[None]] = set()  # uids being freed of their last processes
         self.probe = Probe(self)
+        self.pool = Pool(self, parse_prespawn(limits.prespawn))
+        for env_id in self.pool.sizes:
+            try:
+                self.check_env_id(env_id)
+            except BadRequest as exc:
+                raise ConfigError(f"--prespawn {env_id}: {exc}") from None
         self.deaths: collections.Counter[str] = collections.Counter({kind: 0 for kind in DEATHS})
         self.started = time.time()
 
@@ -92,6 +99,7 @@ class Registry:
     async def start(self) -> None:
         self._forkserver.adopt()
         self._watcher.start()
+        self.pool.start()
 
     def prepare_directory(self, instance_id: str, directory: str) -> str:
         """Make a client's monitor directory for an env, under the data dir (and in it under its
@@ -129,10 +137,25 @@ class Registry:
         if cap and (size := len(msgspec.json.encode(kwargs))) > cap:
             raise TooLarge(f"create's kwargs take {size:,} bytes of JSON, more than this server's limit of {cap:,} "
                            "(--max-kwargs-bytes); pass less, or ask the admin")
-        instance_id = uuid.uuid4().hex[:8]
-        while instance_id in self._envs or instance_id in self._fates:
-            instance_id = uuid.uuid4().hex[:8]
-        handle = await self._launch(instance_id, env_id, kwargs, seed, timeout, 0, asked, owner, quota, memory_cap)
+        server_mb = self.limits.env_memory_mb or 0
+        pooled = not kwargs and asked == NONE_ASKED and (not memory_cap or (server_mb and memory_cap >= server_mb))
+        if pooled and self.pool.ready(env_id):
+            self._admit(owner, quota)
+        handle = self.pool.take(env_id) if pooled else None
+        if handle is not None:
+            self._starting.add(handle)  # counted against its owner's quota while it is handed over
+            try:
+                await self.pool.handover(handle, owner, seed, timeout)
+            except BaseException:
+                await self.dispose(handle)
+                raise
+            finally:
+                self._starting.discard(handle)
+            log.info("env_created instance=%s env_id=%r pid=%s from=pool", handle.instance_id, env_id, handle.pid)
+        else:
+            handle = await self._launch(self._new_id(), env_id, kwargs, seed, timeout, 0, asked, owner, quota,
+                                        memory_cap)
+        instance_id = handle.instance_id
         self._envs[instance_id] = handle
         if restart is None and self.limits.restart_max:
             restart = RestartPolicy(self.limits.restart_max)
@@ -145,7 +168,8 @@ class Registry:
         asked: AskedLimits, owner: str, quota: int = 0, memory_cap: int = 0, admit: bool = True,
     ) -> EnvHandle:
         """Start one process for an instance, if the server (and the owner's quota) may run one
-        more (every path that starts a process comes here); nothing is left running if it fails."""
+        more (every path that starts a process comes here); nothing is left running if it fails.
+        `admit` False: the server's own env (the probe, the pool), admitted by no limit."""
         if self._users.exhausted and self._reaping:  # a uid comes back as soon as its last process is gone
             await asyncio.wait(self._reaping, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         # From the admission to `_starting` nothing awaits: two creates cannot both take the last place.
@@ -169,6 +193,7 @@ class Registry:
             restarts=restarts, max_reply=self.limits.max_reply_mb * 2**20, on_death=self._on_death,
             on_exit=self._on_exit, owner=owner,
         )
+        handle.reserve = not admit
         self._starting.add(handle)
         try:
             await handle.start(timeout)
@@ -196,6 +221,18 @@ class Registry:
         if quota and (mine := self.live(owner)) >= quota:
             raise QuotaExceeded(f"user {owner} runs {mine} envs, their quota (max_envs = {quota}); "
                                 "close one of them first")
+
+    def _new_id(self) -> str:
+        instance_id = uuid.uuid4().hex[:8]
+        while instance_id in self._envs or instance_id in self._fates:
+            instance_id = uuid.uuid4().hex[:8]
+        return instance_id
+
+    async def launch_pooled(self, env_id: str, timeout: float) -> EnvHandle:
+        """An env for the warm pool: made with no kwargs and no seed, under the id it will keep."""
+        if self._closing:
+            raise ShuttingDown()
+        return await self._launch(self._new_id(), env_id, {}, None, timeout, 0, NONE_ASKED, "", admit=False)
 
     async def launch_probe(self, instance_id: str, env_id: str, timeout: float) -> EnvHandle:
         """The health probe's env: the server's own, outside --max-envs, listed nowhere."""
@@ -322,8 +359,8 @@ class Registry:
         """Env processes running or starting, of `owner` or of all; dead envs kept for their
         cause do not count, nor an owner's envs being restarted."""
         if owner is None:
-            return len(self._starting) + sum(1 for h in self._envs.values() if h.cause is None)
-        return (sum(1 for h in self._starting if h.owner == owner and not h.restarts)
+            return sum(1 for h in self._starting if not h.reserve) + sum(1 for h in self._envs.values() if h.cause is None)
+        return (sum(1 for h in self._starting if h.owner == owner and not h.restarts and not h.reserve)
                 + sum(1 for h in self._envs.values() if h.cause is None and h.owner == owner))
 
     def handles(self) -> list[EnvHandle]:
@@ -427,6 +464,7 @@ class Registry:
             hurry.cancel()
             self._envs.clear()
             await self.probe.close()
+            await self.pool.close()
             if self._reaping:  # what escaped an own-uid env's group goes before the forkserver does
                 await asyncio.wait(self._reaping, timeout=CLOSE_TIMEOUT)
             await self.cgroups.close()
