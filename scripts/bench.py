@@ -244,6 +244,40 @@ def env_processes(server: subprocess.Popen) -> list[psutil.Process]:
     return out
 
 
+BARE = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+import envproc.worker, gymnasium as gym, gymnasium.envs.classic_control, gymnasium.envs.toy_text  # as the forkserver
+made, ready = os.pipe()
+pids = []
+for _ in range(5):
+    pid = os.fork()
+    if pid == 0:
+        env = gym.make("CartPole-v1"); env.reset(seed=0); env.step(0)
+        os.write(ready, b"x")
+        signal.pause()
+    pids.append(pid)
+for _ in pids:
+    os.read(made, 1)
+print(" ".join(map(str, pids)), flush=True)
+time.sleep(60)
+"""
+
+
+def bare_child_uss() -> float:
+    """The floor of an env's memory: the USS of a child forked from a Python that imported what
+    the env forkserver imports, once it has made and stepped CartPole (no guardian, no pipe)."""
+    proc = subprocess.Popen([sys.executable, "-c", BARE, str(ROOT)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]  # type: ignore[union-attr]  (once all made theirs)
+        return statistics.mean(psutil.Process(p).memory_full_info().uss for p in pids) / 2**20
+    finally:
+        for p in psutil.Process(proc.pid).children():
+            p.kill()
+        proc.kill()
+        proc.wait(10)
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so that `finally` stops the servers
     ap = argparse.ArgumentParser(description=__doc__)
@@ -251,12 +285,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0, help="per throughput measurement")
     ap.add_argument("--steps", type=int, default=2000, help="per latency measurement")
     ap.add_argument("--envs", type=int, default=100, help="idle envs for the memory figure")
+    ap.add_argument("--scale", default="100,500,1000", help="levels of idle envs to measure among (comma-separated)")
     args = ap.parse_args()
+    levels = [int(n) for n in args.scale.split(",") if n]
 
     tmp = Path(tempfile.mkdtemp(prefix="gym-supervisor-bench-"))
     sport, fport, uport = free_port(), free_port(), free_port()
     server = start([str(ROOT / "scripts" / "serve"), "--port", str(sport), "--data-dir", str(tmp / "data"),
-                    "--allow-module", "tests.faulty_envs", "--log-level", "warning", "--prespawn", f"{POOLED}=4"],
+                    "--allow-module", "tests.faulty_envs", "--log-level", "warning", "--prespawn", f"{POOLED}=4",
+                    "--max-envs", str(max([*levels, args.envs]) + 64)],
                    sport, tmp / "server.log")
     floor = start([sys.executable, "scripts/bench_floor.py", str(fport)], fport, tmp / "floor.log")
     # the same server with users: 50 of them in its file, one of whom steps
@@ -351,6 +388,31 @@ def main() -> None:
         pss = statistics.mean(sum(m.pss for m in tree) for tree in mem) / 2**20
         for i in idle:
             c.call(http("POST", f"/v1/envs/{i}/close/"))
+
+        # Hundreds of envs: idle CartPoles added up to each level; at each, one env's step among
+        # them, the last creates, a sample's memory, and the server's CPU while they idle.
+        crowd: list[str] = []
+        lone = env("CartPole-v1")
+        lone_step = http("POST", f"/v1/envs/{lone}/step", STEP_BODY)
+        scale = {"alone": {"step": latencies(sport, lone_step, args.steps)}}
+        for level in levels:
+            made = []
+            while len(crowd) < level:
+                t = time.perf_counter()
+                crowd.append(c.json("POST", "/v1/envs/", {"env_id": "CartPole-v1"})["instance_id"])
+                made.append(time.perf_counter() - t)
+            before, t0 = sum(me.cpu_times()[:2]), time.perf_counter()
+            time.sleep(3)
+            cpu = (sum(me.cpu_times()[:2]) - before) / (time.perf_counter() - t0)
+            sample = [[p, *p.children(recursive=True)] for p in env_processes(server)[:: max(level // 20, 1)]][:20]
+            mem = [[q.memory_full_info() for q in tree] for tree in sample]
+            scale[level] = {"step": latencies(sport, lone_step, args.steps), "create": made[-50:], "cpu": cpu,
+                            "uss": statistics.mean(sum(m.uss for m in t) for t in mem) / 2**20,
+                            "pss": statistics.mean(sum(m.pss for m in t) for t in mem) / 2**20}
+            print(f"{level} idle envs measured", file=sys.stderr)
+        for i in [*crowd, lone]:
+            c.call(http("POST", f"/v1/envs/{i}/close/"))
+        bare = bare_child_uss()
     finally:
         for p in (server, floor, users):
             p.terminate()
@@ -392,6 +454,19 @@ def main() -> None:
         (f"idle CartPole env + guardian PSS ({len(mem)} open)", f"{pss:.1f} MiB", "", "", ""),
         (f"server CPU with {len(mem)} idle envs (its watcher)", f"{idle_cpu * 100:.1f}% of a core", "", "", ""),
     ]
+    alone = statistics.median(scale["alone"]["step"])
+    rows.append(("a bare forkserver child that made CartPole, USS", f"{bare:.1f} MiB", "", "", ""))
+    for level in levels:
+        at = scale[level]
+        step50 = statistics.median(at["step"])
+        rows += [
+            (f"{level} idle envs: one env's step p50", f"{step50 * ms:.3f} ms", "alone", f"{step50 / alone:.2f}x", "<= 1.2x"),
+            (f"{level} idle envs: env + guardian USS", f"{at['uss']:.1f} MiB", "bare child", f"{at['uss'] / bare:.2f}x",
+             "<= 1.2x"),
+            (f"{level} idle envs: env + guardian PSS", f"{at['pss']:.1f} MiB", "", "", ""),
+            (f"{level} idle envs: create p50 (the last 50)", f"{statistics.median(at['create']) * ms:.1f} ms", "", "", ""),
+            (f"{level} idle envs: server CPU", f"{at['cpu'] * 100:.1f}% of a core", "", "", ""),
+        ]
     print(f"\n{args.rounds} rounds, {os.cpu_count()} cores, Python {sys.version.split()[0]}\n")
     print("| measure | value | against | ratio | target |\n|---|---|---|---|---|")
     for row in rows:
