@@ -405,10 +405,10 @@ def main() -> None:
             time.sleep(3)
             cpu = (sum(me.cpu_times()[:2]) - before) / (time.perf_counter() - t0)
             sample = [[p, *p.children(recursive=True)] for p in env_processes(server)[:: max(level // 20, 1)]][:20]
-            mem = [[q.memory_full_info() for q in tree] for tree in sample]
+            held_by = [[q.memory_full_info() for q in tree] for tree in sample]
             scale[level] = {"step": latencies(sport, lone_step, args.steps), "create": made[-50:], "cpu": cpu,
-                            "uss": statistics.mean(sum(m.uss for m in t) for t in mem) / 2**20,
-                            "pss": statistics.mean(sum(m.pss for m in t) for t in mem) / 2**20}
+                            "uss": statistics.mean(sum(m.uss for m in t) for t in held_by) / 2**20,
+                            "pss": statistics.mean(sum(m.pss for m in t) for t in held_by) / 2**20}
             print(f"{level} idle envs measured", file=sys.stderr)
         for i in [*crowd, lone]:
             c.call(http("POST", f"/v1/envs/{i}/close/"))
