@@ -410,8 +410,10 @@ def main() -> None:
                             "uss": statistics.mean(sum(m.uss for m in t) for t in held_by) / 2**20,
                             "pss": statistics.mean(sum(m.pss for m in t) for t in held_by) / 2**20}
             print(f"{level} idle envs measured", file=sys.stderr)
-        for i in [*crowd, lone]:
+        for i in crowd:
             c.call(http("POST", f"/v1/envs/{i}/close/"))
+        scale["alone"]["step"] += latencies(sport, lone_step, args.steps)  # alone again: before and after, pooled
+        c.call(http("POST", f"/v1/envs/{lone}/close/"))
         bare = bare_child_uss()
     finally:
         for p in (server, floor, users):
