@@ -151,6 +151,9 @@ class Registry:
                 raise
             finally:
                 self._starting.discard(handle)
+            if self._closing:  # the shutdown began during the handover: it must not outlive the server
+                await self.dispose(handle)
+                raise ShuttingDown()
             log.info("env_created instance=%s env_id=%r pid=%s from=pool", handle.instance_id, env_id, handle.pid)
         else:
             handle = await self._launch(self._new_id(), env_id, kwargs, seed, timeout, 0, asked, owner, quota,
