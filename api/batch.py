@@ -59,6 +59,13 @@ def parse_batch(raw: bytes) -> BatchBody:
         raise BadRequest(f"{NOT_JSON}: it is nested too deeply") from None
     if len(batch.steps) > MAX_STEPS:
         raise BadRequest(f"a batch takes at most {MAX_STEPS} steps, not {len(batch.steps)}; send several")
+    # Once each: a batch then holds no more replies than as many clients stepping at once would
+    # (an env named a thousand times could make the server hold a thousand of its largest replies).
+    seen: set[str] = set()
+    for entry in batch.steps:
+        if entry.instance_id in seen:
+            raise BadRequest(f"env {entry.instance_id} is named twice in this batch; a batch steps each env once")
+        seen.add(entry.instance_id)
     return batch
 
 
@@ -74,9 +81,9 @@ async def _one(envs: CallerView, entry: BatchEntry, timeout: float, autoreset: b
 @post("/v1/batch/step", status_code=200, operation_id="batch_step", operation_class=body(BatchBody),
       responses=errors(400, 401, 413, 503))
 async def batch_step(request: Request) -> Response[BatchReply]:
-    """Step several of the caller's envs concurrently (an env named twice is stepped twice, in
-    order); each result is what the step route would answer, with its status. One timeout
-    (X-Request-Timeout) covers every step, counted from the batch's arrival."""
+    """Step several of the caller's envs concurrently, each once; each result is what the step
+    route would answer, with its status. One timeout (X-Request-Timeout) covers every step,
+    counted from the batch's arrival."""
     batch = parse_batch(await request.body())
     timeout = caller_timeout(request.app.state.settings, request.user, request.headers.get(TIMEOUT_HEADER))
     envs = view(request)
