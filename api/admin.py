@@ -1,6 +1,7 @@
 """The admin routes (every env of every user; viewers read, admins kill and restart) and the
 health check, which needs no token."""
 
+import asyncio
 import collections
 import os
 import resource
@@ -15,6 +16,7 @@ from api.auth import PUBLIC, is_admin, may_view
 from api.errors import error_body
 from api.metrics import requests_by_status
 from api.openapi import errors
+from api.params import TIMEOUT_HEADER
 from api.replies import AdminEnvs, AdminRow, Health, Restarted, Stats, UserKilled
 from api.routes import JSON, caller_timeout
 from api.settings import Settings
@@ -65,7 +67,7 @@ async def admin_kill(request: Request, instance_id: str) -> Response[AdminRow]:
 async def admin_restart(request: Request, instance_id: str) -> Response[Restarted]:
     """Restart any user's env (not counted against their quota)."""
     settings: Settings = request.app.state.settings
-    timeout = caller_timeout(settings, request.user, request.headers.get("x-request-timeout"), settings.create_timeout)
+    timeout = caller_timeout(settings, request.user, request.headers.get(TIMEOUT_HEADER), settings.create_timeout)
     return _json(await _registry(request).restart(instance_id, timeout))
 
 
@@ -75,8 +77,7 @@ async def admin_kill_user(request: Request, user: str) -> Response[UserKilled]:
     """Kill every live env of one user."""
     registry = _registry(request)
     ids = [h.instance_id for h in registry.handles() if h.owner == user and h.cause is None]
-    for instance_id in ids:
-        await registry.kill(instance_id, by=request.user.name)
+    await asyncio.gather(*(registry.kill(instance_id, by=request.user.name) for instance_id in ids))
     return _json({"user": user, "killed": ids})
 
 

@@ -1,4 +1,5 @@
-"""The v1 routes but step (see fastpath.py): parse the request, call the registry, answer bytes."""
+"""The v1 routes: parse the request, call the caller's view of the registry, answer bytes (step
+is served by fastpath.py in front of Litestar; its handler here documents it)."""
 
 import asyncio
 from typing import Any
@@ -64,7 +65,7 @@ async def _call(request: Request, instance_id: str, kind: type[protocol.Request]
     return Response(body, media_type=JSON)
 
 
-@post("/v1/envs", status_code=200, operation_id="env_create", operation_class=body(CreateBody, {"reset": "env_reset", "step": "env_step", "info": "env_info", "close": "env_close"}),
+@post("/v1/envs", status_code=200, operation_id="env_create", operation_class=body(CreateBody, {"reset": "env_reset", **NEXT}),
       responses=errors(400, 401, 413, 429, 500, 502, 503, 504))
 async def env_create(request: Request) -> Response[Created]:
     """Make an env in a process of its own; its instance id."""
