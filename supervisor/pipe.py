@@ -63,37 +63,48 @@ class ReplyPipe(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._faulted:
             return  # it broke the protocol: nothing more of it is read
+        if not self._buf:  # the common case, a reply in one piece: read it where it lies
+            used = self._frames(data)
+            if not self._faulted and used < len(data):
+                self._buf += memoryview(data)[used:]
+            return
         buf = self._buf
         buf += data
-        start = 0
-        while not self._faulted:
-            avail = len(buf) - start
-            if avail < 4:
-                break
-            n = int.from_bytes(buf[start : start + 4], "big", signed=True)
-            head = 4
-            if n == _BIG:
-                if avail < 12:
-                    break
-                n, head = int.from_bytes(buf[start + 4 : start + 12], "big"), 12
-            if n < 0:  # env code can write to its pipe: a length that cannot be is a fault, not a loop
-                self._fault(f"broke the protocol: it sent a frame of length {n}")
-                break
-            if self._max_reply and n > self._max_reply:
-                self._fault(f"sent a reply of {n / 2**20:.1f} MB, more than this server takes "
-                            f"({self._max_reply / 2**20:g} MB, --max-reply-mb)")
-                break
-            if avail < head + n:
-                break
-            body = bytes(buf[start + head : start + head + n])
-            start += head + n
-            self._deliver(body)
+        used = self._frames(buf)  # frames are decoded from views of the buffer: the body is copied once
         if self._faulted:
             buf.clear()
-        elif start:
-            del buf[:start]
+        elif used:
+            del buf[:used]
 
-    def _deliver(self, raw: bytes) -> None:
+    def _frames(self, data: bytes | bytearray) -> int:
+        """Deliver every whole frame at the start of `data`; how many bytes they took."""
+        start = 0
+        with memoryview(data) as view:
+            while not self._faulted:
+                avail = len(view) - start
+                if avail < 4:
+                    break
+                n = int.from_bytes(view[start : start + 4], "big", signed=True)
+                head = 4
+                if n == _BIG:
+                    if avail < 12:
+                        break
+                    n, head = int.from_bytes(view[start + 4 : start + 12], "big"), 12
+                if n < 0:  # env code can write to its pipe: a length that cannot be is a fault, not a loop
+                    self._fault(f"broke the protocol: it sent a frame of length {n}")
+                    break
+                if self._max_reply and n > self._max_reply:
+                    self._fault(f"sent a reply of {n / 2**20:.1f} MB, more than this server takes "
+                                f"({self._max_reply / 2**20:g} MB, --max-reply-mb)")
+                    break
+                if avail < head + n:
+                    break
+                with view[start + head : start + head + n] as frame_view:
+                    self._deliver(frame_view)
+                start += head + n
+        return start
+
+    def _deliver(self, raw: memoryview) -> None:
         try:
             reply = decode_reply(raw)
         except msgspec.DecodeError:
