@@ -9,16 +9,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from litestar import Request, Response, get, post
 
 from api.auth import PUBLIC, is_admin, may_view
-from api.errors import error_body
+from api.codec import answer
 from api.metrics import requests_by_status
 from api.openapi import errors
 from api.params import TIMEOUT_HEADER
 from api.replies import AdminEnvs, AdminRow, Health, Restarted, Stats, UserKilled
-from api.routes import JSON, caller_timeout
+from api.routes import caller_timeout
 from api.settings import Settings
 from supervisor.handle import EnvHandle
 from supervisor.registry import Registry
@@ -31,8 +30,6 @@ def _registry(request: Request) -> Registry:
     return request.app.state.registry
 
 
-def _json(value: Any) -> Response:
-    return Response(msgspec.json.encode(value), media_type=JSON)
 
 
 def row(handle: EnvHandle) -> dict[str, Any]:
@@ -50,7 +47,7 @@ def row(handle: EnvHandle) -> dict[str, Any]:
 @get("/v1/admin/envs", guards=[may_view], operation_id="admin_envs", responses=errors(401, 403))
 async def admin_envs(request: Request) -> Response[AdminEnvs]:
     """Every env of every user, with its usage."""
-    return _json({"envs": [row(h) for h in _registry(request).handles()]})
+    return answer(request, {"envs": [row(h) for h in _registry(request).handles()]})
 
 
 @post("/v1/admin/envs/{instance_id:str}/kill", status_code=200, guards=[is_admin], operation_id="admin_kill",
@@ -59,7 +56,7 @@ async def admin_kill(request: Request, instance_id: str) -> Response[AdminRow]:
     """SIGKILL the env's processes now; its owner's request in flight is answered 502 at once."""
     registry = _registry(request)
     await registry.kill(instance_id, by=request.user.name)
-    return _json(row(registry.get(instance_id)))
+    return answer(request, row(registry.get(instance_id)))
 
 
 @post("/v1/admin/envs/{instance_id:str}/restart", status_code=200, guards=[is_admin], operation_id="admin_restart",
@@ -68,7 +65,7 @@ async def admin_restart(request: Request, instance_id: str) -> Response[Restarte
     """Restart any user's env (not counted against their quota)."""
     settings: Settings = request.app.state.settings
     timeout = caller_timeout(settings, request.user, request.headers.get(TIMEOUT_HEADER), settings.create_timeout)
-    return _json(await _registry(request).restart(instance_id, timeout))
+    return answer(request, await _registry(request).restart(instance_id, timeout))
 
 
 @post("/v1/admin/users/{user:str}/kill", status_code=200, guards=[is_admin], operation_id="admin_kill_user",
@@ -78,7 +75,7 @@ async def admin_kill_user(request: Request, user: str) -> Response[UserKilled]:
     registry = _registry(request)
     ids = [h.instance_id for h in registry.handles() if h.owner == user and h.cause is None]
     await asyncio.gather(*(registry.kill(instance_id, by=request.user.name) for instance_id in ids))
-    return _json({"user": user, "killed": ids})
+    return answer(request, {"user": user, "killed": ids})
 
 
 @get("/v1/admin/stats", guards=[may_view], operation_id="admin_stats", responses=errors(401, 403))
@@ -90,7 +87,7 @@ async def admin_stats(request: Request) -> Response[Stats]:
     for h in handles:
         by_user[h.owner][h.state.value] += 1
     own = resource.getrusage(resource.RUSAGE_SELF)
-    return _json({
+    return answer(request, {
         "envs": dict(collections.Counter(h.state.value for h in handles)),
         "envs_by_user": {user: dict(states) for user, states in sorted(by_user.items())},
         "live_envs": registry.live(),
@@ -116,8 +113,8 @@ async def healthz(request: Request) -> Response[Health]:
     """200 while the server can make and step an env; 503 and why otherwise."""
     why = await _registry(request).health()
     if why is None:
-        return _json({"status": "ok"})
-    return Response(error_body(why), status_code=503, media_type=JSON)
+        return answer(request, {"status": "ok"})
+    return answer(request, {"message": why}, 503)
 
 
 PAGE = (Path(__file__).parent / "static" / "admin.html").read_bytes()

@@ -6,11 +6,13 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, post
 
+from api.codec import binary_body, binary_reply, media_type
 from api.errors import error_body, status_of
 from api.openapi import body, errors
-from api.params import NOT_JSON, TIMEOUT_HEADER
-from api.routes import JSON, caller_timeout, view
+from api.params import NOT_JSON, NOT_MSGPACK, TIMEOUT_HEADER
+from api.routes import caller_timeout, view
 from envproc.protocol import Step
+from envproc.wire import encode_msgpack
 from supervisor.errors import BadRequest, SupervisorError
 from supervisor.view import CallerView
 
@@ -46,17 +48,19 @@ class BatchReply(msgspec.Struct):
 
 
 _decode = msgspec.json.Decoder(BatchBody).decode
+_decode_msgpack = msgspec.msgpack.Decoder(BatchBody).decode
 
 
-def parse_batch(raw: bytes) -> BatchBody:
+def parse_batch(raw: bytes, msgpack: bool = False) -> BatchBody:
+    what = NOT_MSGPACK if msgpack else NOT_JSON
     try:
-        batch = _decode(raw)
+        batch = _decode_msgpack(raw) if msgpack else _decode(raw)
     except msgspec.ValidationError as exc:
         raise BadRequest(f"Invalid request parameter: {exc}") from None
     except msgspec.DecodeError:
-        raise BadRequest(NOT_JSON) from None
+        raise BadRequest(what) from None
     except RecursionError:
-        raise BadRequest(f"{NOT_JSON}: it is nested too deeply") from None
+        raise BadRequest(f"{what}: it is nested too deeply") from None
     if len(batch.steps) > MAX_STEPS:
         raise BadRequest(f"a batch takes at most {MAX_STEPS} steps, not {len(batch.steps)}; send several")
     # Once each: a batch then holds no more replies than as many clients stepping at once would
@@ -69,13 +73,35 @@ def parse_batch(raw: bytes) -> BatchBody:
     return batch
 
 
-async def _one(envs: CallerView, entry: BatchEntry, timeout: float, autoreset: bool) -> bytes:
+def _with_status(status: int, obj: bytes, binary: bool) -> bytes:
+    """An encoded object (a step reply or an error) with `status` put first among its keys."""
+    if not binary:
+        return b'{"status":%d,' % status + obj[1:]
+    # a msgpack map of up to 15 keys begins with one byte, 0x80 + its count (the child's
+    # step reply has 6, an error 1): one more key, and "status" and its value before the rest
+    assert 0x80 <= obj[0] < 0x8F
+    return bytes((obj[0] + 1,)) + _STATUS_KEY + encode_msgpack(status) + obj[1:]
+
+
+def _array_header(n: int) -> bytes:
+    """msgpack's header of an array of `n` items."""
+    return bytes((0x90 + n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big") if n < 65536 else b"\xdd" + n.to_bytes(4, "big")
+
+
+_STATUS_KEY = encode_msgpack("status")
+_ACTION_KEY = b"\x81" + encode_msgpack("action")  # a map of one key, "action"
+
+
+async def _one(envs: CallerView, entry: BatchEntry, timeout: float, autoreset: bool, binary: bool,
+               msgpack_body: bool) -> bytes:
+    action = bytes(entry.action)
+    body = _ACTION_KEY + action if msgpack_body else b'{"action":' + action + b"}"
     try:
-        reply = await envs.call(entry.instance_id, Step, timeout, body=b'{"action":' + bytes(entry.action) + b"}",
-                                autoreset=autoreset)
+        reply = await envs.call(entry.instance_id, Step, timeout, body=body, autoreset=autoreset, binary=binary,
+                                msgpack_body=msgpack_body)
     except SupervisorError as exc:
-        return b'{"status":%d,' % status_of(exc) + error_body(str(exc))[1:]
-    return b'{"status":200,' + reply[1:]  # the env's JSON object, its status first
+        return _with_status(status_of(exc), error_body(str(exc), binary), binary)
+    return _with_status(200, reply, binary)
 
 
 @post("/v1/batch/step", status_code=200, operation_id="batch_step", operation_class=body(BatchBody),
@@ -84,8 +110,14 @@ async def batch_step(request: Request) -> Response[BatchReply]:
     """Step several of the caller's envs concurrently, each once; each result is what the step
     route would answer, with its status. One timeout (X-Request-Timeout) covers every step,
     counted from the batch's arrival."""
-    batch = parse_batch(await request.body())
+    msgpack_body, binary = binary_body(request), binary_reply(request)
+    batch = parse_batch(await request.body(), msgpack_body)
     timeout = caller_timeout(request.app.state.settings, request.user, request.headers.get(TIMEOUT_HEADER))
     envs = view(request)
-    results = await asyncio.gather(*(_one(envs, e, timeout, batch.autoreset) for e in batch.steps))
-    return Response(b'{"results":[' + b",".join(results) + b"]}", media_type=JSON)
+    results = await asyncio.gather(*(_one(envs, e, timeout, batch.autoreset, binary, msgpack_body)
+                                     for e in batch.steps))
+    if binary:
+        out = b"\x81" + encode_msgpack("results") + _array_header(len(results)) + b"".join(results)
+    else:
+        out = b'{"results":[' + b",".join(results) + b"]}"
+    return Response(out, media_type=media_type(binary))

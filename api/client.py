@@ -9,12 +9,14 @@ from typing import Any
 
 import gymnasium as gym
 import httpx
+import msgspec
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 from envproc.convert import build, from_json, to_json
 from envproc.png import decode_png
+from envproc.wire import JSON, MSGPACK, arrays, encode_msgpack
 
 MARGIN = 5.0  # seconds the HTTP read waits beyond the server-side timeout, so the server's 504 arrives
 
@@ -65,23 +67,34 @@ class Client:
     connections; new parameters are keyword-only. `timeout` (seconds) is sent to the server as
     X-Request-Timeout, per call or as the default given here."""
 
-    def __init__(self, remote_base: str, timeout: float | None = None, *, token: str | None = None) -> None:
+    def __init__(self, remote_base: str, timeout: float | None = None, *, token: str | None = None,
+                 msgpack: bool = False) -> None:
         self.remote_base = remote_base.rstrip("/")
         self.timeout = timeout
         token = token or os.environ.get(TOKEN_VARIABLE)
-        headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+        headers = {"Content-Type": JSON} | ({"Authorization": f"Bearer {token}"} if token else {})
+        if msgpack:  # asked for; a server that does not speak it (the seed) answers JSON, read as such
+            headers["Accept"] = f"{MSGPACK}, {JSON};q=0.5"
+        self.msgpack = msgpack
+        self.speaks_msgpack = False  # the server answered in msgpack: bodies go in it too from then on
         self.session = httpx.Client(base_url=self.remote_base, headers=headers)
 
     def _request(self, method: str, route: str, data: Any = None, timeout: float | None = None,
                  raw: bool = False) -> Any:
         timeout = self.timeout if timeout is None else timeout
-        headers = {"X-Request-Timeout": f"{timeout:g}"} if timeout is not None else None
+        headers = {"X-Request-Timeout": f"{timeout:g}"} if timeout is not None else {}
         read = None if timeout is None else timeout + MARGIN
-        resp = self.session.request(method, route, json=data, headers=headers, timeout=httpx.Timeout(10.0, read=read))
+        if self.speaks_msgpack:
+            headers["Content-Type"] = MSGPACK
+            content, data = (None if data is None else encode_msgpack(data)), None
+        else:
+            content = None
+        resp = self.session.request(method, route, json=data, content=content, headers=headers,
+                                    timeout=httpx.Timeout(10.0, read=read))
         if resp.status_code >= 400:
             try:
-                message = resp.json()["message"]
-            except (ValueError, KeyError, TypeError):
+                message = self._decoded(resp)["message"]
+            except (ValueError, KeyError, TypeError, msgspec.DecodeError):
                 message = resp.text or resp.reason_phrase
             if resp.status_code == 503:
                 retry = resp.headers.get("Retry-After")
@@ -89,7 +102,13 @@ class Client:
             raise ERRORS.get(resp.status_code, ServerError)(message, resp.status_code)
         if raw:
             return resp.content
-        return resp.json() if resp.content else None
+        return self._decoded(resp) if resp.content else None
+
+    def _decoded(self, resp: httpx.Response) -> Any:
+        if resp.headers.get("content-type", "").startswith(MSGPACK):
+            self.speaks_msgpack = True
+            return arrays(msgspec.msgpack.decode(resp.content))
+        return resp.json()
 
     # --- the seed's methods ---
 
@@ -191,13 +210,15 @@ class RemoteEnv(gym.Env):
     """A Gymnasium env whose every call goes to a gym-supervisor server.
 
     `seed` is create's seed: the first unseeded reset() equals a local reset(seed=seed).
+    `msgpack`: ask for msgpack replies, arrays as raw bytes (a server that answers JSON, such as
+    the seed, is read in JSON); observations are the same arrays either way.
     """
 
     metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, base_url: str, env_id: str, seed: int | None = None, timeout: float | None = None,
-                 *, token: str | None = None, **make_kwargs: Any) -> None:
-        self.client = Client(base_url, timeout=timeout, token=token)
+                 *, token: str | None = None, msgpack: bool = True, **make_kwargs: Any) -> None:
+        self.client = Client(base_url, timeout=timeout, token=token, msgpack=msgpack)
         try:
             self.instance_id = self.client.env_create(env_id, seed=seed, **make_kwargs)
         except BaseException:
@@ -218,7 +239,7 @@ class RemoteEnv(gym.Env):
         return from_json(self.observation_space, obs), info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        body = self.client.env_step_full(self.instance_id, to_json(self.action_space, action))
+        body = self.client.env_step_full(self.instance_id, to_json(self.action_space, action, self.client.speaks_msgpack))
         obs = from_json(self.observation_space, body["observation"])
         return obs, body["reward"], body["terminated"], body["truncated"], body["info"]
 
@@ -242,10 +263,10 @@ class RemoteVectorEnv(VectorEnv):
     Gymnasium's next-step mode. If any of them cannot be created, those that were are closed."""
 
     def __init__(self, base_url: str, env_id: str, num_envs: int, seed: int | None = None,
-                 *, token: str | None = None, **make_kwargs: Any) -> None:
+                 *, token: str | None = None, msgpack: bool = True, **make_kwargs: Any) -> None:
         self._pool = ThreadPoolExecutor(max_workers=num_envs, thread_name_prefix="remote-env")
         make = lambda i: RemoteEnv(base_url, env_id, None if seed is None else seed + i,  # noqa: E731
-                                   token=token, **make_kwargs)
+                                   token=token, msgpack=msgpack, **make_kwargs)
         futures = [self._pool.submit(make, i) for i in range(num_envs)]
         made = [f.result() for f in futures if f.exception() is None]
         failed = next((f.exception() for f in futures if f.exception() is not None), None)
@@ -296,7 +317,9 @@ class RemoteVectorEnv(VectorEnv):
 
     def _step_batch(self, actions: Any) -> list[tuple[Any, float, bool, bool, dict[str, Any]]]:
         """One batch request; the server resets an env whose episode ended at its next step."""
-        steps = [(env.instance_id, to_json(env.action_space, a)) for env, a in zip(self.envs, iterate(self.action_space, actions))]
+        binary = self.envs[0].client.speaks_msgpack
+        steps = [(env.instance_id, to_json(env.action_space, a, binary))
+                 for env, a in zip(self.envs, iterate(self.action_space, actions))]
         replies = self.envs[0].client.batch_step(steps, autoreset=True)
         out = []
         for env, r in zip(self.envs, replies, strict=True):

@@ -1,11 +1,12 @@
-"""The one map from supervisor errors to HTTP statuses, and JSON error replies."""
+"""The one map from supervisor errors to HTTP statuses, and error replies (JSON, or msgpack when asked)."""
 
 import logging
 
-import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
+from api.codec import answer
+from envproc.wire import encode
 from supervisor.errors import (
     BadRequest,
     EnvBusy,
@@ -46,8 +47,8 @@ def status_of(exc: SupervisorError) -> int:
     return next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), 500)
 
 
-def error_body(message: str) -> bytes:
-    return msgspec.json.encode({"message": message})
+def error_body(message: str, binary: bool = False) -> bytes:
+    return encode({"message": message}, binary)
 
 
 def headers_of(exc: SupervisorError) -> dict[str, str]:
@@ -59,8 +60,7 @@ def headers_of(exc: SupervisorError) -> dict[str, str]:
 
 
 def supervisor_error(request: Request, exc: SupervisorError) -> Response:
-    return Response(error_body(str(exc)), status_code=status_of(exc), media_type="application/json",
-                    headers=headers_of(exc))
+    return answer(request, {"message": str(exc)}, status_of(exc), headers_of(exc))
 
 
 def http_error(request: Request, exc: HTTPException) -> Response:
@@ -69,16 +69,12 @@ def http_error(request: Request, exc: HTTPException) -> Response:
         message = f"no route {request.method} {request.url.path}; see the README for the v1 routes"
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
-    return Response(error_body(message), status_code=exc.status_code, media_type="application/json", headers=exc.headers)
+    return answer(request, {"message": message}, exc.status_code, exc.headers)
 
 
 def internal_error(request: Request, exc: Exception) -> Response:
     log.exception("internal_error path=%r", request.url.path)
-    return Response(
-        error_body(f"internal server error ({type(exc).__name__}: {exc}); please report it"),
-        status_code=500,
-        media_type="application/json",
-    )
+    return answer(request, {"message": f"internal server error ({type(exc).__name__}: {exc}); please report it"}, 500)
 
 
 HANDLERS = {SupervisorError: supervisor_error, HTTPException: http_error, Exception: internal_error}

@@ -11,12 +11,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from api.auth import Callers, signed_in
+from api.codec import is_msgpack, wants_msgpack
 from api.errors import error_body, headers_of, status_of
 from api.metrics import CONFIG
 from api.params import MAX_BODY, TIMEOUT_HEADER
 from api.routes import caller_timeout
 from api.settings import Settings
 from envproc.protocol import Step
+from envproc.wire import JSON, MSGPACK
 from supervisor.errors import SupervisorError, TooLarge
 from supervisor.registry import Registry
 from supervisor.view import CallerView
@@ -28,7 +30,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 TEMPLATE = "/v1/envs/{instance_id}/step"  # as Litestar names its routes' templates, for the metrics' label
 _HEADER = TIMEOUT_HEADER.lower().encode()
-_JSON = (b"content-type", b"application/json")
+_JSON = (b"content-type", JSON.encode())
+_MSGPACK = (b"content-type", MSGPACK.encode())
 
 
 def step_instance(scope: Scope) -> str | None:
@@ -80,22 +83,29 @@ class StepFastPath:
         body = await read_body(receive)
         if body is None:
             return  # cut short: an incomplete request never reaches the env, and nobody awaits a reply
-        timeout_header, authorization = None, None
+        timeout_header = authorization = accept = content_type = None
         for key, value in scope["headers"]:
             if key == _HEADER:
                 timeout_header = value
             elif key == b"authorization":
                 authorization = value
-        headers = [_JSON]
+            elif key == b"accept":
+                accept = value
+            elif key == b"content-type":
+                content_type = value
+        binary = wants_msgpack(accept)
+        headers = [_MSGPACK if binary else _JSON]
         try:
             caller = signed_in(self.callers.resolve(authorization))
             if len(body) > MAX_BODY:
                 raise TooLarge(f"Request body exceeds the {MAX_BODY:,} byte limit")
             timeout = caller_timeout(self.settings, caller, timeout_header)
             instance_id = scope["path_params"]["instance_id"]
-            out, status = await CallerView(self.registry, caller).call(instance_id, Step, timeout, body=body), 200
+            out = await CallerView(self.registry, caller).call(instance_id, Step, timeout, body=body, binary=binary,
+                                                              msgpack_body=is_msgpack(content_type))
+            status = 200
         except SupervisorError as exc:
-            out, status = error_body(str(exc)), status_of(exc)
+            out, status = error_body(str(exc), binary), status_of(exc)
             headers += [(k.lower().encode(), v.encode()) for k, v in headers_of(exc).items()]
         await send({"type": "http.response.start", "status": status,
                     "headers": [*headers, (b"content-length", str(len(out)).encode())]})

@@ -13,6 +13,7 @@ from supervisor.restart import RestartPolicy
 T = TypeVar("T", bound=msgspec.Struct)
 
 NOT_JSON = "Request is not a valid json"
+NOT_MSGPACK = "Request is not valid msgpack"
 MAX_BODY = 10_000_000  # bytes; Litestar's default, applied to the step fast path too
 
 
@@ -53,29 +54,30 @@ def _absent(value: Any) -> bool:
     return value is None or value == "" or value == []
 
 
-def parse_object(raw: bytes) -> dict[str, Any]:
-    """A JSON object body; empty or `null` is `{}`."""
-    if not raw.strip():
+def parse_object(raw: bytes, msgpack: bool = False) -> dict[str, Any]:
+    """A JSON (or msgpack) object body; empty or `null` is `{}`."""
+    if not (raw if msgpack else raw.strip()):
         return {}
+    what = NOT_MSGPACK if msgpack else NOT_JSON
     try:
-        obj = msgspec.json.decode(raw)
+        obj = msgspec.msgpack.decode(raw) if msgpack else msgspec.json.decode(raw)
     except msgspec.DecodeError:
-        raise BadRequest(NOT_JSON) from None
+        raise BadRequest(what) from None
     except RecursionError:
-        raise NestedTooDeeply(f"{NOT_JSON}: it is nested too deeply") from None
+        raise NestedTooDeeply(f"{what}: it is nested too deeply") from None
     if obj is None:
         return {}
-    if not isinstance(obj, dict):
-        raise BadRequest(f"{NOT_JSON} object")
+    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
+        raise BadRequest(f"{what} object" if not msgpack else f"{what}: not a map with string keys")
     return obj
 
 
-def parse_body(raw: bytes, kind: type[T]) -> T:
-    """Decode a JSON object body into `kind`, ignoring unknown keys.
+def parse_body(raw: bytes, kind: type[T], msgpack: bool = False) -> T:
+    """Decode a JSON (or msgpack) object body into `kind`, ignoring unknown keys.
 
     As in the seed, a parameter given as null, "" or [] counts as not given.
     """
-    obj = parse_object(raw)
+    obj = parse_object(raw, msgpack)
     present = {k: v for k, v in obj.items() if k in kind.__struct_fields__ and not _absent(v)}
     try:
         return msgspec.convert(present, kind, strict=False)  # lax: "true"/"false" are booleans too
@@ -83,16 +85,16 @@ def parse_body(raw: bytes, kind: type[T]) -> T:
         raise BadRequest(f"Invalid request parameter: {exc}") from None
 
 
-def lenient_body(raw: bytes, kind: type[T]) -> T:
+def lenient_body(raw: bytes, kind: type[T], msgpack: bool = False) -> T:
     """For routes that ignore a body they cannot read (old clients send anything to reset); a
     JSON object with a bad parameter is still refused, not read as no parameter."""
     try:
-        parse_object(raw)
+        parse_object(raw, msgpack)
     except NestedTooDeeply:
         raise
     except BadRequest:
         return kind()
-    return parse_body(raw, kind)
+    return parse_body(raw, kind, msgpack)
 
 
 def required(value: Any, name: str) -> Any:

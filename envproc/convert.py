@@ -91,50 +91,51 @@ def _(space: spaces.OneOf) -> dict[str, Any]:
     return {"name": "OneOf", "spaces": [describe(s) for s in space.spaces]}
 
 
-# --- to_json: a value of the space as plain JSON data ---
+# --- to_json: a value of the space as plain JSON data (or, with `arrays`, numpy arrays kept
+# whole, for msgpack's raw bytes: envproc/wire.py) ---
 
 
 @singledispatch
-def to_json(space: spaces.Space, value: Any) -> Any:
+def to_json(space: spaces.Space, value: Any, arrays: bool = False) -> Any:
     return space.to_jsonable([value])[0]
 
 
 @to_json.register
-def _(space: spaces.Discrete, value: Any) -> Any:
+def _(space: spaces.Discrete, value: Any, arrays: bool = False) -> Any:
     return int(value)
 
 
 @to_json.register(spaces.Box)
 @to_json.register(spaces.MultiDiscrete)
 @to_json.register(spaces.MultiBinary)
-def _(space: spaces.Space, value: Any) -> Any:
-    return np.asarray(value).tolist()
+def _(space: spaces.Space, value: Any, arrays: bool = False) -> Any:
+    return np.asarray(value) if arrays else np.asarray(value).tolist()
 
 
 @to_json.register
-def _(space: spaces.Tuple, value: Any) -> Any:
-    return [to_json(s, v) for s, v in zip(space.spaces, value, strict=True)]
+def _(space: spaces.Tuple, value: Any, arrays: bool = False) -> Any:
+    return [to_json(s, v, arrays) for s, v in zip(space.spaces, value, strict=True)]
 
 
 @to_json.register
-def _(space: spaces.Dict, value: Any) -> Any:
-    return {k: to_json(s, value[k]) for k, s in space.spaces.items()}
+def _(space: spaces.Dict, value: Any, arrays: bool = False) -> Any:
+    return {k: to_json(s, value[k], arrays) for k, s in space.spaces.items()}
 
 
 @to_json.register
-def _(space: spaces.Text, value: Any) -> Any:
+def _(space: spaces.Text, value: Any, arrays: bool = False) -> Any:
     return str(value)
 
 
 @to_json.register
-def _(space: spaces.Sequence, value: Any) -> Any:
-    return [to_json(space.feature_space, v) for v in value]
+def _(space: spaces.Sequence, value: Any, arrays: bool = False) -> Any:
+    return [to_json(space.feature_space, v, arrays) for v in value]
 
 
 @to_json.register
-def _(space: spaces.OneOf, value: Any) -> Any:
+def _(space: spaces.OneOf, value: Any, arrays: bool = False) -> Any:
     index, sub = value
-    return [int(index), to_json(space.spaces[int(index)], sub)]
+    return [int(index), to_json(space.spaces[int(index)], sub, arrays)]
 
 
 # --- from_json: a client's JSON value as a value of the space ---
@@ -150,6 +151,8 @@ def from_json(space: spaces.Space, x: Any) -> Any:
 
 @from_json.register
 def _(space: spaces.Discrete, x: Any) -> Any:
+    if isinstance(x, np.ndarray) and x.size == 1 and x.dtype.kind in "iu":  # msgpack's raw-bytes array
+        x = int(x.reshape(-1)[0])
     if isinstance(x, float) and x.is_integer():
         x = int(x)
     if isinstance(x, list) and len(x) == 1:  # some clients wrap a scalar action

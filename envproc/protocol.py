@@ -22,10 +22,12 @@ class EnvLimits(msgspec.Struct, frozen=True, kw_only=True):
     own_uid: bool = False  # the uid is this env's alone (--env-uid-range)
 
 
-class Request(msgspec.Struct, frozen=True, tag_field="op", tag=str.lower):
-    """Every request carries `seq`; its reply carries the same one back."""
+class Request(msgspec.Struct, frozen=True, kw_only=True, tag_field="op", tag=str.lower):
+    """Every request carries `seq`; its reply carries the same one back. `binary`: the reply's
+    body in msgpack, arrays as raw bytes (envproc/wire.py), instead of JSON."""
 
     seq: int
+    binary: bool = False
 
 
 class Make(Request):
@@ -41,7 +43,8 @@ class Reset(Request):
 
 
 class Step(Request):
-    body: bytes  # the client's raw JSON body: parsed in the child, never in the API process
+    body: bytes  # the client's raw body: parsed in the child, never in the API process
+    msgpack_body: bool = False  # the body is msgpack, not JSON
     autoreset: bool = False  # after an episode's end, this step resets instead (Gymnasium's next-step mode)
 
 
@@ -105,7 +108,7 @@ class Reply(msgspec.Struct, frozen=True, tag_field="op", tag=str.lower):
 
 
 class Done(Reply):
-    body: bytes  # the HTTP reply body, JSON encoded in the child; passed through untouched
+    body: bytes  # the HTTP reply body, encoded in the child as the request asked; passed through untouched
 
 
 class Raised(Reply):

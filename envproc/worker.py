@@ -33,10 +33,11 @@ from envproc.protocol import (
     Step,
     StepReply,
     decode_request,
-    encode,
 )
+from envproc.protocol import encode as encode_message
 from envproc.png import encode_png
 from envproc.video import VideoUnavailable
+from envproc.wire import BadArray, arrays, encode, encode_json
 
 
 class Usage(Exception):
@@ -77,35 +78,35 @@ def import_env_module(module: str, env_id: str) -> None:
         raise MakeFailed(f"importing its module '{module}' raised {type(exc).__name__}: {exc}") from exc
 
 
-def _enc_hook(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return repr(obj)  # an info value JSON cannot hold still reaches the client, as text
-
-
-to_bytes = msgspec.json.Encoder(enc_hook=_enc_hook).encode
-
-
 class StepBody(msgspec.Struct):
     action: Any = None
     render: Any = False
 
 
 _decode_step = msgspec.json.Decoder(StepBody | None).decode
+_decode_step_msgpack = msgspec.msgpack.Decoder(StepBody | None).decode
 
 
-def parse_step(body: bytes) -> StepBody:
-    """The step body as the seed reads it: `action` required, `render` optional."""
+def parse_step(body: bytes, msgpack: bool = False) -> StepBody:
+    """The step body as the seed reads it: `action` required, `render` optional; in msgpack,
+    an action may hold arrays as raw bytes (envproc/wire.py)."""
+    what = "valid msgpack" if msgpack else "a valid json"
     try:
-        args = _decode_step(body) if body.strip() else None
+        if msgpack:
+            args = _decode_step_msgpack(body) if body else None
+            if args is not None:
+                args.action = arrays(args.action)
+        else:
+            args = _decode_step(body) if body.strip() else None
     except (msgspec.DecodeError, msgspec.ValidationError):
-        raise BadBody("Request is not a valid json") from None
+        raise BadBody(f"Request is not {what}") from None
     except RecursionError:
-        raise BadBody("Request is not a valid json: it is nested too deeply") from None
+        raise BadBody(f"Request is not {what}: it is nested too deeply") from None
+    except BadArray as exc:
+        raise BadBody(f"Request's action is not a value: {exc}") from None
     args = args or StepBody()
-    if args.action is None or args.action == "" or args.action == []:
+    action = args.action
+    if action.size == 0 if isinstance(action, np.ndarray) else action is None or action == "" or action == []:
         raise BadBody("A required request parameter 'action' was not provided")
     return args
 
@@ -135,13 +136,17 @@ class EnvServer:
         self.episode_over = False  # the last step ended its episode (for an autoreset step)
 
     def handle(self, req: AnyRequest) -> bytes:
-        env = self.env
+        env, binary = self.env, req.binary
+
+        def out(value: Any) -> bytes:
+            return encode(value, binary)
+
         match req:
-            case Step(body=body, autoreset=autoreset):
-                args = parse_step(body)
+            case Step(body=body, autoreset=autoreset, msgpack_body=msgpack_body):
+                args = parse_step(body, msgpack_body)
                 if autoreset and self.episode_over:  # the action is ignored, as vector envs do
                     obs, info = self._reset(None, None)
-                    return to_bytes(StepReply(to_json(env.observation_space, obs), 0.0, False, info, False, False))
+                    return out(StepReply(to_json(env.observation_space, obs, binary), 0.0, False, info, False, False))
                 try:
                     action = from_json(env.action_space, args.action)
                 except BadValue as exc:
@@ -152,27 +157,27 @@ class EnvServer:
                 self.episode_over = bool(terminated or truncated)
                 if self.monitor:
                     self.monitor.on_step(float(reward), terminated or truncated)
-                return to_bytes(
-                    StepReply(to_json(env.observation_space, obs), float(reward), bool(terminated or truncated),
+                return out(
+                    StepReply(to_json(env.observation_space, obs, binary), float(reward), bool(terminated or truncated),
                               info, bool(terminated), bool(truncated))
                 )
             case Reset(seed=seed, options=options):
                 obs, info = self._reset(seed, options)
-                return to_bytes({"observation": to_json(env.observation_space, obs), "info": info})
+                return out({"observation": to_json(env.observation_space, obs, binary), "info": info})
             case SpaceInfo(space=space):
-                return to_bytes({"info": describe(getattr(env, f"{space}_space"))})
+                return out({"info": describe(getattr(env, f"{space}_space"))})
             case Sample():
-                return to_bytes({"action": to_json(env.action_space, env.action_space.sample())})
+                return out({"action": to_json(env.action_space, env.action_space.sample(), binary)})
             case ActionContains(x=x):
                 try:
                     member = env.action_space.contains(from_json(env.action_space, parse_scalar(x)))
                 except BadValue:
                     member = False
-                return to_bytes({"member": bool(member)})
+                return out({"member": bool(member)})
             case ObservationContains(props=props):
                 info = describe(env.observation_space)
-                member = all(k in info and to_bytes(info[k]) == to_bytes(v) for k, v in props.items())
-                return to_bytes({"member": member})
+                member = all(k in info and encode_json(info[k]) == encode_json(v) for k, v in props.items())
+                return out({"member": member})
             case MonitorStart():
                 self._close_monitor()
                 self.monitor_runs += 1
@@ -264,9 +269,9 @@ def main(conn: Connection, output: Connection) -> None:
     except MemoryError:
         os._exit(EXIT_OUT_OF_MEMORY)
     except BaseException as exc:
-        conn.send_bytes(encode(_raised(first.seq, exc)))
+        conn.send_bytes(encode_message(_raised(first.seq, exc)))
         return
-    conn.send_bytes(encode(Done(first.seq, b"")))
+    conn.send_bytes(encode_message(Done(first.seq, b"")))
     while True:
         try:
             req = decode_request(conn.recv_bytes())
@@ -279,6 +284,6 @@ def main(conn: Connection, output: Connection) -> None:
             os._exit(EXIT_OUT_OF_MEMORY)  # half-built state, maybe no memory to reply with: end here
         except Exception as exc:  # the env failed, not us: report it and keep serving
             reply = _raised(req.seq, exc)
-        conn.send_bytes(encode(reply))
+        conn.send_bytes(encode_message(reply))
         if isinstance(req, Close):
             return

@@ -20,17 +20,22 @@ import threading
 import time
 from pathlib import Path
 
+from collections.abc import Callable
+
 import gymnasium as gym
 import msgspec
+import numpy as np
 import psutil
 import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from envproc.wire import arrays, encode_msgpack  # noqa: E402
 from supervisor.pipe import frame  # noqa: E402
 
 STEP_BODY = b'{"action":1}'
+IMAGES = ("84x84x3", "210x160x3")  # an Atari frame downsampled as DQN's, and whole
 POOLED = "Acrobot-v1"  # the warm pool's env id (CartPole's creates stay cold)
 
 
@@ -40,10 +45,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, path: str, body: bytes = b"", token: str | None = None) -> bytes:
+def http(method: str, path: str, body: bytes = b"", token: str | None = None, msgpack: bool = False) -> bytes:
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
-    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}"
+    kind = "Content-Type: application/msgpack\r\nAccept: application/msgpack" if msgpack else "Content-Type: application/json"
+    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{kind}\r\n{auth}"
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def json_observation(body: bytes) -> np.ndarray:
+    return np.asarray(msgspec.json.decode(body)["observation"], np.uint8)
+
+
+def msgpack_observation(body: bytes) -> np.ndarray:
+    return arrays(msgspec.msgpack.decode(body))["observation"]
 
 
 def parse(buf: bytearray) -> tuple[int, bytes] | None:
@@ -91,12 +105,15 @@ class Raw:
         return msgspec.json.decode(out) if out else None
 
 
-def latencies(port: int, req: bytes, n: int) -> list[float]:
+def latencies(port: int, req: bytes, n: int, decode: Callable[[bytes], object] | None = None) -> list[float]:
+    """Each request's round trip; with `decode`, its reply decoded too (the client's share)."""
     c = Raw(port)
     out = []
     for _ in range(n):
         t = time.perf_counter()
-        status, _ = c.call(req)
+        status, body = c.call(req)
+        if decode is not None:
+            decode(body)
         out.append(time.perf_counter() - t)
         assert status == 200, status
     c.sock.close()
@@ -310,16 +327,19 @@ def main() -> None:
         u.json("POST", f"/v1/envs/{user_cart}/reset/")
         user_step = http("POST", f"/v1/envs/{user_cart}/step", STEP_BODY, token)
 
-        def env(env_id: str) -> str:
-            iid = c.json("POST", "/v1/envs/", {"env_id": env_id})["instance_id"]
+        def env(env_id: str, **kwargs: object) -> str:
+            iid = c.json("POST", "/v1/envs/", {"env_id": env_id, "kwargs": kwargs})["instance_id"]
             c.json("POST", f"/v1/envs/{iid}/reset/")
             return iid
 
         # Measured steps never reset: CartPole keeps stepping past an episode's end (Gymnasium warns
         # once per process), at the same cost, so a reset's cost never mixes into a step's figure.
         cart = [env("CartPole-v1") for _ in range(16)]
-        image = env("tests.faulty_envs:Image-v0")
-        step = {i: http("POST", f"/v1/envs/{i}/step", STEP_BODY) for i in [*cart, image]}
+        images = {shape: env("tests.faulty_envs:Image-v0", shape=[int(n) for n in shape.split("x")])
+                  for shape in IMAGES}
+        step = {i: http("POST", f"/v1/envs/{i}/step", STEP_BODY) for i in [*cart, *images.values()]}
+        packed_step = {i: http("POST", f"/v1/envs/{i}/step", encode_msgpack({"action": 1}), msgpack=True)
+                       for i in images.values()}
         info_req = http("GET", f"/v1/envs/{cart[1]}/")
         batch_req = http("POST", "/v1/batch/step", msgspec.json.encode(
             {"steps": [{"instance_id": i, "action": 1} for i in cart], "autoreset": True}))
@@ -341,7 +361,11 @@ def main() -> None:
             polling.start()
             add("step_cart_polled", latencies(sport, step[cart[0]], args.steps // 2))
             polling.join()
-            add("step_image", latencies(sport, step[image], args.steps // 4))
+            for shape, i in images.items():  # to the numpy array a client wants, and the round trip alone
+                add(f"image_json_{shape}", latencies(sport, step[i], args.steps // 4, json_observation))
+                add(f"image_msgpack_{shape}", latencies(sport, packed_step[i], args.steps // 4, msgpack_observation))
+                add(f"image_json_raw_{shape}", latencies(sport, step[i], args.steps // 4))
+                add(f"image_msgpack_raw_{shape}", latencies(sport, packed_step[i], args.steps // 4))
             for n in (1, 4, 16):
                 add(f"floor_rps_{n}", throughput(fport, [floor_req] * n, args.seconds))
                 add(f"server_rps_{n}", throughput(sport, [step[i] for i in cart[:n]], args.seconds))
@@ -367,7 +391,7 @@ def main() -> None:
         load.start()
         loaded_creates = creates_of("CartPole-v1", 30)
         load.join()
-        for i in [*cart, image]:
+        for i in [*cart, *images.values()]:
             c.call(http("POST", f"/v1/envs/{i}/close/"))
         creates = creates_of("CartPole-v1")
         module_creates = creates_of("tests.faulty_envs:Slow-v0")  # its module imported at each create
@@ -434,9 +458,19 @@ def main() -> None:
         ("CartPole step p50, with --users (50) and a token", f"{p50['step_cart_users'] * ms:.3f} ms", "composed floor",
          f"{p50['step_cart_users'] / composed:.2f}x", "<= 1.1x"),
         ("CartPole step p50 while 2 clients poll env info", f"{p50['step_cart_polled'] * ms:.3f} ms", "", "", ""),
-        ("84x84x3 image step p50", f"{p50['step_image'] * ms:.3f} ms", "", "", ""),
-        ("84x84x3 image step p99", f"{pct(res['step_image'], 0.99) * ms:.3f} ms", "", "", ""),
     ]
+    for shape in IMAGES:
+        js, mp = p50[f"image_json_{shape}"], p50[f"image_msgpack_{shape}"]
+        big = shape == IMAGES[0]
+        rows += [
+            (f"{shape} image step to a numpy array p50, JSON", f"{js * ms:.3f} ms", "", "", ""),
+            (f"{shape} image step to a numpy array p50, msgpack", f"{mp * ms:.3f} ms", "JSON", f"{js / mp:.1f}x faster",
+             ">= 3x, <= 0.8 ms" if big else ""),
+            (f"{shape} image step p99, msgpack", f"{pct(res[f'image_msgpack_{shape}'], 0.99) * ms:.3f} ms", "", "", ""),
+        ]
+        js, mp = p50[f"image_json_raw_{shape}"], p50[f"image_msgpack_raw_{shape}"]
+        rows.append((f"{shape} image step round trip p50 (reply undecoded), msgpack", f"{mp * ms:.3f} ms",
+                     f"JSON {js * ms:.3f} ms", f"{js / mp:.1f}x faster", ""))
     for n in (1, 4, 16):
         s, f = p50[f"server_rps_{n}"], p50[f"floor_rps_{n}"]
         rows.append((f"steps/s, {n} clients", f"{s:,.0f}", f"floor {f:,.0f} req/s", f"{s / f:.2f}x", ">= 0.75x" if n == 4 else ""))

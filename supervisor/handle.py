@@ -171,7 +171,7 @@ class EnvHandle:
         self._seq += 1
         seq = self._seq  # unique, which is all the pipe's check needs
         try:  # before the turn: a request that cannot be sent must not hold it
-            message = encode(kind(seq, **fields))
+            message = encode(kind(seq=seq, **fields))
         except OverflowError:
             raise BadRequest("a number in the request is too large to send to the env (more than 64 bits)") from None
         sent = False

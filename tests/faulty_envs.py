@@ -349,23 +349,24 @@ class Structured(gym.Env):
 
 
 class Image(gym.Env):
-    """An 84x84x3 uint8 observation, as Atari-like envs give; it renders that observation."""
+    """A uint8 image observation (84x84x3 unless `shape` says otherwise), as Atari-like envs give,
+    of noise as varied as a real frame's pixels; it renders that observation."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
-    observation_space = spaces.Box(0, 255, (84, 84, 3), np.uint8)
     action_space = spaces.Discrete(4)
 
-    def __init__(self, render_mode: str | None = None) -> None:
+    def __init__(self, render_mode: str | None = None, shape: tuple[int, ...] = (84, 84, 3)) -> None:
         self.render_mode = render_mode
-        self.frame = np.zeros((84, 84, 3), np.uint8)
+        self.observation_space = spaces.Box(0, 255, tuple(shape), np.uint8)
+        self.frame = np.zeros(tuple(shape), np.uint8)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         super().reset(seed=seed)
-        self.frame = self.np_random.integers(0, 256, (84, 84, 3), dtype=np.uint8)
+        self.frame = self.np_random.integers(0, 256, self.frame.shape, dtype=np.uint8)
         return self.frame, {}
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        self.frame = np.full((84, 84, 3), int(action) * 60, np.uint8)
+        self.frame = self.frame + np.uint8(int(action) * 60)  # wraps around: still noise, a new frame
         return self.frame, 0.0, False, False, {}
 
     def render(self) -> np.ndarray:

@@ -54,7 +54,7 @@ def test_replies_of_any_size_arrive_whole_and_in_order(run: Callable) -> None:
 
     async def main() -> None:
         pipe, child, problems = await connected()
-        futs = [pipe.send(i, encode(Sample(i))) for i in range(len(sizes))]
+        futs = [pipe.send(i, encode(Sample(seq=i))) for i in range(len(sizes))]
         await asyncio.to_thread(answer, child, len(sizes), lambda s: bytes([s]) * sizes[s])
         bodies = [(await f).body for f in futs]
         assert [(len(b), b[:1]) for b in bodies] == [(n, bytes([i])[:n]) for i, n in enumerate(sizes)]
@@ -67,9 +67,9 @@ def test_replies_of_any_size_arrive_whole_and_in_order(run: Callable) -> None:
 def test_late_reply_to_an_abandoned_request_is_dropped(run: Callable) -> None:
     async def main() -> None:
         pipe, child, problems = await connected()
-        first = pipe.send(1, encode(Sample(1)))
+        first = pipe.send(1, encode(Sample(seq=1)))
         first.cancel()  # its client gave up
-        second = pipe.send(2, encode(Sample(2)))
+        second = pipe.send(2, encode(Sample(seq=2)))
         await asyncio.to_thread(answer, child, 2, lambda s: str(s).encode())
         assert (await second).body == b"2"
         assert problems == []
@@ -81,7 +81,7 @@ def test_late_reply_to_an_abandoned_request_is_dropped(run: Callable) -> None:
 def test_reply_with_the_wrong_seq_is_reported_not_delivered(run: Callable) -> None:
     async def main() -> None:
         pipe, child, problems = await connected()
-        fut = pipe.send(1, encode(Sample(1)))
+        fut = pipe.send(1, encode(Sample(seq=1)))
         await asyncio.to_thread(answer, child, 1, lambda s: b"stale", seq=lambda s: 7)
         await asyncio.wait_for(problems.seen.wait(), 10)
         assert problems == ["broke the protocol: it answered request 1 with the reply to 7"]
@@ -95,12 +95,12 @@ def test_reply_with_the_wrong_seq_is_reported_not_delivered(run: Callable) -> No
 def test_pipe_closed_by_the_child_fails_waiting_requests(run: Callable) -> None:
     async def main() -> None:
         pipe, child, _ = await connected()
-        fut = pipe.send(1, encode(Sample(1)))
+        fut = pipe.send(1, encode(Sample(seq=1)))
         child.close()
         with pytest.raises(PipeLost):
             await fut
         with pytest.raises(PipeLost):
-            await pipe.send(2, encode(Sample(2)))
+            await pipe.send(2, encode(Sample(seq=2)))
 
     run(main())
 
@@ -112,7 +112,7 @@ def test_pipe_closed_by_the_child_fails_waiting_requests(run: Callable) -> None:
 def test_what_env_code_writes_to_its_pipe_is_a_fault_not_a_hang(run: Callable, raw: bytes, says: str) -> None:
     async def main() -> None:
         pipe, child, problems = await connected()
-        fut = pipe.send(1, encode(Sample(1)))
+        fut = pipe.send(1, encode(Sample(seq=1)))
         os.write(child.fileno(), raw + b"\x00" * 64)  # env code may write anything to its descriptor
         await asyncio.wait_for(problems.seen.wait(), 10)
         assert len(problems) == 1 and says in problems[0]
