@@ -6,7 +6,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, post
 
-from api.codec import binary_body, binary_reply, media_type
+from api.codec import binary_body, binary_reply, media_type, with_status
 from api.errors import error_body, status_of
 from api.openapi import body, errors
 from api.params import NOT_JSON, NOT_MSGPACK, TIMEOUT_HEADER
@@ -73,22 +73,11 @@ def parse_batch(raw: bytes, msgpack: bool = False) -> BatchBody:
     return batch
 
 
-def _with_status(status: int, obj: bytes, binary: bool) -> bytes:
-    """An encoded object (a step reply or an error) with `status` put first among its keys."""
-    if not binary:
-        return b'{"status":%d,' % status + obj[1:]
-    # a msgpack map of up to 15 keys begins with one byte, 0x80 + its count (the child's
-    # step reply has 6, an error 1): one more key, and "status" and its value before the rest
-    assert 0x80 <= obj[0] < 0x8F
-    return bytes((obj[0] + 1,)) + _STATUS_KEY + encode_msgpack(status) + obj[1:]
-
-
 def _array_header(n: int) -> bytes:
     """msgpack's header of an array of `n` items."""
     return bytes((0x90 + n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big") if n < 65536 else b"\xdd" + n.to_bytes(4, "big")
 
 
-_STATUS_KEY = encode_msgpack("status")
 _ACTION_KEY = b"\x81" + encode_msgpack("action")  # a map of one key, "action"
 
 
@@ -100,8 +89,8 @@ async def _one(envs: CallerView, entry: BatchEntry, timeout: float, autoreset: b
         reply = await envs.call(entry.instance_id, Step, timeout, body=body, autoreset=autoreset, binary=binary,
                                 msgpack_body=msgpack_body)
     except SupervisorError as exc:
-        return _with_status(status_of(exc), error_body(str(exc), binary), binary)
-    return _with_status(200, reply, binary)
+        return with_status(status_of(exc), error_body(str(exc), binary), binary)
+    return with_status(200, reply, binary)
 
 
 @post("/v1/batch/step", status_code=200, operation_id="batch_step", operation_class=body(BatchBody),

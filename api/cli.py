@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         from api.app import build
         from api.http import GuardedHttp
         from api.http import Limits as HttpLimits
+        from api.params import MAX_BODY
         from api.server import Server, listen
         from api.users import BadUsersFile, read_users
         from supervisor.errors import SupervisorError
@@ -114,7 +115,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(exc))
     http = type("ServerHttp", (GuardedHttp,), {"limits": HttpLimits(settings.read_timeout, settings.max_connections)})
     config = uvicorn.Config(
-        app, loop="uvloop", http=http, ws="none", lifespan="on", log_level=settings.log_level,
+        # the sans-I/O implementation: it waits for the client to read before it writes more, and
+        # reads a session's next message only once the app took the last (api/session.py)
+        app, loop="uvloop", http=http, ws="websockets-sansio", ws_max_size=MAX_BODY, ws_per_message_deflate=False, lifespan="on",
+        log_level=settings.log_level,
         access_log=False, timeout_graceful_shutdown=int(settings.shutdown_grace) + 2,
     )
     server = Server(config, app.registry, settings.shutdown_grace)

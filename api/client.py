@@ -5,6 +5,7 @@ Importing it loads httpx, numpy and Gymnasium, not the server (no Litestar, uvic
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any
 
 import gymnasium as gym
@@ -206,19 +207,60 @@ class Client:
         self.session.close()
 
 
+class Session:
+    """One env's WebSocket session (`WS /v1/envs/{id}/session`): each call one message, answered
+    in order; msgpack in binary frames when the client asks for msgpack, else JSON in text."""
+
+    def __init__(self, client: Client, instance_id: str) -> None:
+        from websockets.exceptions import ConnectionClosed  # only RemoteEnv(transport="websocket") needs them
+        from websockets.sync.client import connect
+
+        self.closed_error = ConnectionClosed
+        self.client = client
+        base = client.remote_base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        query = f"?timeout={client.timeout:g}" if client.timeout is not None else ""
+        auth = client.session.headers.get("Authorization")
+        self._held = ExitStack()  # connect() is a context manager; the session outlives this call
+        self.ws = self._held.enter_context(connect(f"{base}/v1/envs/{instance_id}/session{query}", compression=None,
+                                                   max_size=None,
+                                                   additional_headers={"Authorization": auth} if auth else None))
+
+    def call(self, message: dict[str, Any]) -> dict[str, Any]:
+        binary = self.client.msgpack
+        timeout = None if self.client.timeout is None else self.client.timeout + MARGIN
+        try:
+            self.ws.send(encode_msgpack(message) if binary else msgspec.json.encode(message).decode())
+            raw = self.ws.recv(timeout=timeout)
+        except self.closed_error as exc:
+            raise EnvGone(f"the session is closed ({exc}); create another env", 410) from None
+        reply = arrays(msgspec.msgpack.decode(raw)) if isinstance(raw, bytes) else msgspec.json.decode(raw)
+        status = reply.pop("status")
+        if status != 200:
+            raise ERRORS.get(status, ServerError)(reply["message"], status)
+        return reply
+
+    def close(self) -> None:
+        self._held.close()
+
+
 class RemoteEnv(gym.Env):
     """A Gymnasium env whose every call goes to a gym-supervisor server.
 
     `seed` is create's seed: the first unseeded reset() equals a local reset(seed=seed).
     `msgpack`: ask for msgpack replies, arrays as raw bytes (a server that answers JSON, such as
-    the seed, is read in JSON); observations are the same arrays either way.
+    the seed, is read in JSON); observations are the same arrays either way. `transport`:
+    "http", a request per call, or "websocket", reset and step over one WebSocket session.
     """
 
     metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, base_url: str, env_id: str, seed: int | None = None, timeout: float | None = None,
-                 *, token: str | None = None, msgpack: bool = True, **make_kwargs: Any) -> None:
+                 *, token: str | None = None, msgpack: bool = True, transport: str = "http",
+                 **make_kwargs: Any) -> None:
+        if transport not in ("http", "websocket"):
+            raise ValueError(f"transport must be 'http' or 'websocket', not {transport!r}")
         self.client = Client(base_url, timeout=timeout, token=token, msgpack=msgpack)
+        self._session: Session | None = None
         try:
             self.instance_id = self.client.env_create(env_id, seed=seed, **make_kwargs)
         except BaseException:
@@ -228,6 +270,8 @@ class RemoteEnv(gym.Env):
         try:
             self.action_space = build(self.client.env_action_space_info(self.instance_id))
             self.observation_space = build(self.client.env_observation_space_info(self.instance_id))
+            if transport == "websocket":
+                self._session = Session(self.client, self.instance_id)
         except BaseException:
             self.close()  # the env exists on the server: it must not be left there
             raise
@@ -235,11 +279,19 @@ class RemoteEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
-        obs, info = self.client.env_reset_info(self.instance_id, seed=seed, options=options)
+        if self._session is not None:
+            body = self._session.call({"op": "reset", "seed": seed, "options": options})
+            obs, info = body["observation"], body["info"]
+        else:
+            obs, info = self.client.env_reset_info(self.instance_id, seed=seed, options=options)
         return from_json(self.observation_space, obs), info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        body = self.client.env_step_full(self.instance_id, to_json(self.action_space, action, self.client.speaks_msgpack))
+        action = to_json(self.action_space, action, self.client.speaks_msgpack)
+        if self._session is not None:
+            body = self._session.call({"op": "step", "action": action})
+        else:
+            body = self.client.env_step_full(self.instance_id, action)
         obs = from_json(self.observation_space, body["observation"])
         return obs, body["reward"], body["terminated"], body["truncated"], body["info"]
 
@@ -253,6 +305,8 @@ class RemoteEnv(gym.Env):
         if not self._closed:
             self._closed = True
             try:
+                if self._session is not None:
+                    self._session.close()
                 self.client.env_close(self.instance_id)
             finally:
                 self.client.close()

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request, Response
 
-from envproc.wire import JSON, MSGPACK, encode
+from envproc.wire import JSON, MSGPACK, encode, encode_msgpack
 
 MSGPACK_NAMES = frozenset({"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"})
 
@@ -62,6 +62,15 @@ def answer(request: Request, value: Any, status_code: int = 200, headers: dict[s
     return Response(encode(value, binary), status_code=status_code, media_type=media_type(binary), headers=headers)
 
 
-def passed(request: Request, body: bytes, binary: bool) -> Response:
-    """A body the env process encoded already, passed on as it came."""
-    return Response(body, media_type=media_type(binary))
+_STATUS_KEY = encode_msgpack("status")
+
+
+def with_status(status: int, obj: bytes, binary: bool) -> bytes:
+    """An encoded object (a reply of the env, or an error) with `status` put first among its keys,
+    without decoding it."""
+    if not binary:
+        return b'{"status":%d,' % status + obj[1:] if obj != b"{}" else b'{"status":%d}' % status
+    # a msgpack map of up to 15 keys begins with one byte, 0x80 + its count (the env's replies
+    # have at most 6, an error 1): one more key, and "status" and its value before the rest
+    assert 0x80 <= obj[0] < 0x8F
+    return bytes((obj[0] + 1,)) + _STATUS_KEY + encode_msgpack(status) + obj[1:]

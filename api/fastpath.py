@@ -1,4 +1,5 @@
-"""The step route as bare ASGI in front of Litestar: body in, one pipe message, bytes out.
+"""The step route as bare ASGI in front of Litestar: body in, one pipe message, bytes out (and
+the WebSocket session, api/session.py, which Litestar never sees either).
 
 Step is the hot path, so it skips Litestar's routing and response machinery, but not the
 pipeline every route goes through: the same caller resolution and sign-in check (api/auth.py),
@@ -16,6 +17,7 @@ from api.errors import error_body, headers_of, status_of
 from api.metrics import CONFIG
 from api.params import MAX_BODY, TIMEOUT_HEADER
 from api.routes import caller_timeout
+from api.session import Session, session_instance
 from api.settings import Settings
 from envproc.protocol import Step
 from envproc.wire import JSON, MSGPACK
@@ -69,11 +71,15 @@ class StepFastPath:
         self.settings = settings
         self.callers = callers
         self._measured = CONFIG.middleware_class(self._step, CONFIG)
+        self._session = Session(registry, settings, callers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         instance_id = step_instance(scope)
         if instance_id is None:
-            await self.app(scope, receive, send)
+            if scope["type"] == "websocket" and (env := session_instance(scope)) is not None:
+                await self._session(scope, receive, send, env)
+            else:
+                await self.app(scope, receive, send)
             return
         scope["path_template"] = TEMPLATE
         scope["path_params"] = {"instance_id": instance_id}
