@@ -157,6 +157,65 @@ def throughput(port: int, reqs: list[bytes], seconds: float) -> float:
     return uvloop.run(run()) / seconds
 
 
+MASK = b"\x5a\xa5\x3c\xc3"  # a client's frames are masked; any key does for a bench
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """One masked text frame of `payload` (under 64 KiB)."""
+    n = len(payload)
+    head = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0x80 | 126)) + n.to_bytes(2, "big")
+    return head + MASK + bytes(c ^ MASK[i % 4] for i, c in enumerate(payload))
+
+
+def ws_frames(buf: bytearray) -> int:
+    """How many whole (unmasked, server) frames start buf; they are removed from it."""
+    count, at = 0, 0
+    while len(buf) - at >= 2:
+        n, head = buf[at + 1] & 0x7F, 2
+        if n == 126:
+            if len(buf) - at < 4:
+                break
+            n, head = int.from_bytes(buf[at + 2 : at + 4], "big"), 4
+        elif n == 127:
+            if len(buf) - at < 10:
+                break
+            n, head = int.from_bytes(buf[at + 2 : at + 10], "big"), 10
+        if len(buf) - at < head + n:
+            break
+        at += head + n
+        count += 1
+    del buf[:at]
+    return count
+
+
+def ws_throughput(port: int, instance_id: str, seconds: float, window: int = 32) -> float:
+    """Steps/s of one WebSocket session kept `window` requests ahead of its answers, on a raw
+    socket (as the HTTP figures' client is: its own cost stays small)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(f"GET /v1/envs/{instance_id}/session HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    buf = bytearray()
+    while b"\r\n\r\n" not in buf:
+        buf += sock.recv(4096)
+    assert buf.startswith(b"HTTP/1.1 101"), bytes(buf)
+    del buf[: buf.index(b"\r\n\r\n") + 4]
+    frame = ws_frame(b'{"op":"step","action":1}')
+    sock.sendall(frame * window)
+    done, start = 0, time.perf_counter()
+    stop = start + seconds
+    while time.perf_counter() < stop:
+        buf += sock.recv(1 << 20)
+        got = ws_frames(buf)
+        done += got
+        if got:
+            sock.sendall(frame * got)
+    took = time.perf_counter() - start
+    sock.close()
+    return done / took
+
+
 def client_cost(n: int = 20000) -> float:
     """What the latency client spends per request on its own: build, parse (no network)."""
     canned = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 110\r\n\r\n" + b"x" * 110
@@ -370,6 +429,7 @@ def main() -> None:
                 add(f"floor_rps_{n}", throughput(fport, [floor_req] * n, args.seconds))
                 add(f"server_rps_{n}", throughput(sport, [step[i] for i in cart[:n]], args.seconds))
             add("batch_16", throughput(sport, [batch_req], args.seconds) * len(cart))  # one client, 16 envs a request
+            add("ws_pipelined", ws_throughput(sport, cart[0], args.seconds))
             # CartPole keeps stepping after its episode ends (Gymnasium only warns); reset now and then
             for i in cart:
                 c.json("POST", f"/v1/envs/{i}/reset/")
@@ -474,6 +534,8 @@ def main() -> None:
     for n in (1, 4, 16):
         s, f = p50[f"server_rps_{n}"], p50[f"floor_rps_{n}"]
         rows.append((f"steps/s, {n} clients", f"{s:,.0f}", f"floor {f:,.0f} req/s", f"{s / f:.2f}x", ">= 0.75x" if n == 4 else ""))
+    rows.append(("steps/s, one WebSocket session, 32 requests ahead", f"{p50['ws_pipelined']:,.0f}",
+                 "HTTP, 1 client", f"{p50['ws_pipelined'] / p50['server_rps_1']:.2f}x", ">= 2x"))
     rows.append(("steps/s, one client batching 16 envs a request", f"{p50['batch_16']:,.0f}",
                  "16 clients", f"{p50['batch_16'] / p50['server_rps_16']:.2f}x", ">= 2.5x"))
     rows += [

@@ -2,8 +2,11 @@
 (bodies), numpy arrays as raw bytes; JSON stays the default, and the clients read either."""
 
 import http.server
+import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import gymnasium as gym
 import httpx
@@ -15,7 +18,7 @@ import tests.faulty_envs  # noqa: F401  (registers the test envs for the local s
 from api.client import RemoteEnv, RemoteVectorEnv
 from api.codec import wants_msgpack
 from envproc.wire import BadArray, arrays, encode_msgpack, to_array
-from tests.conftest import Server, create, faulty
+from tests.conftest import ROOT, Server, create, faulty
 from tests.lab import Lab, lab_fixture
 
 pytestmark = pytest.mark.timeout(60)
@@ -258,3 +261,40 @@ def test_remote_envs_speak_json_to_a_server_that_answers_json(json_only: str, se
         assert not vec.envs[0].client.speaks_msgpack
     finally:
         vec.close()
+
+
+def readme_example(fence: str) -> str:
+    """The README's msgpack example in one language: the fenced block that starts with its marker."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"```{fence}\n{'#' if fence == 'python' else '//'} msgpack example\n")
+    body = text[text.index("\n", start) + 1:]
+    return body[: body.index("```")]
+
+
+def first_reset(seed: int) -> np.ndarray:
+    return gym.make("CartPole-v1").reset(seed=seed)[0]
+
+
+def test_the_readmes_python_example_reads_an_observation(server: Server, capsys: pytest.CaptureFixture) -> None:
+    exec(readme_example("python"), {"BASE": server.url})
+    printed = capsys.readouterr().out
+    values = np.array(printed.strip(" []\n").split(), np.float32)
+    assert np.allclose(values, first_reset(0), atol=1e-7), printed
+
+
+@pytest.mark.timeout(180)
+def test_the_readmes_javascript_example_reads_an_observation(server: Server, tmp_path: Path) -> None:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are not installed: the JavaScript example cannot run")
+    installed = subprocess.run(["npm", "install", "--silent", "--no-audit", "--no-fund", "@msgpack/msgpack@3"],
+                               cwd=tmp_path, capture_output=True, text=True, timeout=150)
+    if installed.returncode != 0:
+        pytest.skip(f"npm could not install @msgpack/msgpack (no registry?): {installed.stderr[-300:]}")
+    script = tmp_path / "example.mjs"
+    script.write_text(f"const BASE = {server.url!r};\n" + readme_example("js"))
+    run = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stderr
+    shape, values = run.stdout.strip().split(" ", 1)
+    assert shape == "[" and values.startswith("4 ]"), run.stdout  # node prints [ 4 ] [ ...values ]
+    numbers = np.array(values[3:].strip(" []\n").replace(",", " ").split(), np.float32)
+    assert np.allclose(numbers, first_reset(0), atol=1e-7), run.stdout
