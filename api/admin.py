@@ -5,6 +5,7 @@ import asyncio
 import collections
 import os
 import resource
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,8 @@ async def admin_stats(request: Request) -> Response[Stats]:
             "cpu_seconds": round(own.ru_utime + own.ru_stime, 3),
             "rss_bytes": _own_rss(),
             "uptime_s": round(time.time() - registry.started, 1),
+            "threads": threading.active_count(),
+            "tasks": len(asyncio.all_tasks()),
         },
         "requests_by_status": requests_by_status(),
     })

@@ -125,6 +125,8 @@ class ServerUsage(msgspec.Struct):
     cpu_seconds: float
     rss_bytes: int
     uptime_s: float
+    threads: int  # of the API process: the watcher's, the forkserver reader's, uvicorn's
+    tasks: int  # asyncio tasks: one per request or session in flight, none per idle env
 
 
 class Stats(msgspec.Struct):

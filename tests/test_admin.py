@@ -151,6 +151,18 @@ def test_admin_views_show_every_user_and_the_totals(lab: Lab) -> None:
         bob.post(f"/v1/envs/{b}/close/")
 
 
+def test_idle_envs_hold_no_task_or_thread_in_the_api_process(lab: Lab) -> None:
+    with lab.client("root") as root, lab.client("alice") as alice:
+        before = root.get("/v1/admin/stats").json()["server"]
+        made = [create(alice, "CartPole-v1") for _ in range(12)]
+        for iid in made:
+            alice.post(f"/v1/envs/{iid}/reset/")
+        after = root.get("/v1/admin/stats").json()["server"]
+        assert after["tasks"] == before["tasks"] and after["threads"] == before["threads"], (before, after)
+        for iid in made:
+            alice.post(f"/v1/envs/{iid}/close/")
+
+
 def test_metrics_count_deaths_by_cause_and_requests_by_route_template(lab: Lab) -> None:
     def deaths(text: str) -> dict[str, float]:
         return {m[0]: float(m[1]) for m in re.findall(r'gym_supervisor_env_deaths_total\{cause="(\w+)"\} (\S+)', text)}
@@ -196,11 +208,11 @@ def test_render_gives_the_frame_as_png_and_remote_env_renders_it(lab: Lab) -> No
     with lab.client("alice") as alice:
         iid = create(alice, faulty("Image"), kwargs={"render_mode": "rgb_array"})
         alice.post(f"/v1/envs/{iid}/reset/")
-        alice.post(f"/v1/envs/{iid}/step/", json={"action": 2})
+        shown = np.asarray(alice.post(f"/v1/envs/{iid}/step/", json={"action": 2}).json()["observation"], np.uint8)
         r = alice.get(f"/v1/envs/{iid}/render")
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
         frame = decode_png(r.content)
-        assert frame.shape == (84, 84, 3) and (frame == 120).all()
+        assert frame.shape == (84, 84, 3) and np.array_equal(frame, shown)  # the env renders its observation
         alice.post(f"/v1/envs/{iid}/close/")
         plain = create(alice, "CartPole-v1")
         alice.post(f"/v1/envs/{plain}/reset/")
@@ -209,9 +221,9 @@ def test_render_gives_the_frame_as_png_and_remote_env_renders_it(lab: Lab) -> No
         alice.post(f"/v1/envs/{plain}/close/")
     env = RemoteEnv(lab.server.url, faulty("Image"), token=lab.tokens["alice"], render_mode="rgb_array")
     try:
-        env.reset()
-        env.step(3)
-        assert np.array_equal(env.render(), np.full((84, 84, 3), 180, np.uint8))
+        first, _ = env.reset()
+        shown = env.step(3)[0]
+        assert np.array_equal(env.render(), shown) and np.array_equal(shown, first + np.uint8(180))
     finally:
         env.close()
 
