@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from api.auth import may_view
-from supervisor.handle import State
+from supervisor.lifecycle import State
 from supervisor.registry import Registry
 
 PREFIX = "gym_supervisor"

@@ -12,7 +12,7 @@ def memory_cause(limits: EnvLimits) -> str:
 
 
 def exit_kind(exitcode: int | None, limits: EnvLimits = NO_LIMITS, oom_killed: bool | None = None) -> str:
-    """The kind of death (handle.DEATHS) of an exit `describe_exit` tells of."""
+    """The kind of death (lifecycle.DEATHS) of an exit `describe_exit` tells of."""
     if exitcode == EXIT_OUT_OF_MEMORY or (exitcode == -signal.SIGKILL and oom_killed):
         return "memory"
     if exitcode == -signal.SIGXCPU and limits.cpu_seconds:

@@ -2,12 +2,10 @@
 
 import asyncio
 import collections
-import enum
 import logging
 import os
 import signal
 import socket
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -36,6 +34,7 @@ from supervisor.errors import (
 )
 from supervisor.exits import NO_LIMITS, describe_exit, exit_kind
 from supervisor.forkserver import Forkserver
+from supervisor.lifecycle import Lifecycle, State
 from supervisor.output import OutputTail
 from supervisor.pipe import PipeLost, ReplyPipe
 from supervisor.usage import Usage, oom_kills
@@ -50,21 +49,9 @@ REAP_WAIT = 5.0  # seconds to wait for a killed or closing process to be reaped
 # What a request in flight is told when the server itself ends its env: its class and message.
 Fate = tuple[type[SupervisorError], str]
 
-# Why an env died, in one word (the metrics' label): one of DEATHS.
-DEATHS = ("crash", "timeout", "memory", "cpu", "admin_kill", "idle", "lifetime", "crash_loop")
-
-
-class State(enum.Enum):
-    STARTING = "starting"
-    READY = "ready"
-    BUSY = "busy"
-    DEAD = "dead"
-    CLOSED = "closed"
-
-
 class EnvHandle:
-    """Owns one env's process, its pipe end, its turn (one request at a time), its state and its
-    cause of death."""
+    """Owns one env's process, its pipe end and its turn (one request at a time); its state,
+    cause of death and counters are its Lifecycle's (`life`)."""
 
     def __init__(
         self, forkserver: Forkserver, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None,
@@ -73,32 +60,21 @@ class EnvHandle:
         on_exit: Callable[["EnvHandle"], None] | None = None, owner: str = "",
     ) -> None:
         self._forkserver = forkserver
+        self.life = Lifecycle(owner, lifetime, restarts)
         self.limits = limits
-        self.lifetime = lifetime
         self.max_reply = max_reply  # bytes an env's reply may take (0: any)
-        self.restarts = restarts  # how many processes this instance had before this one
         # Told of every death but a close's (its kind is in `death`); True: a restart follows.
         self._on_death = on_death
         self._on_exit_hook = on_exit  # told when the process has ended, however it ended
         self._restart_follows = False
         self._fate: Fate | None = None
-        self.owner = owner  # the user whose env this is ("" on a server without users)
         self.reserve = False  # the server's own (the health probe, a pooled env): counted in no limit
         self.instance_id = instance_id
         self.env_id = env_id
         self.kwargs = kwargs
         self.seed = seed
         self.pid: int | None = None
-        self.cause: str | None = None  # set once, when the process is known dead or doomed
-        self.death: str | None = None  # and its kind, one of DEATHS
-        self.died: float | None = None  # when the cause was set
-        self.created = time.time()
-        self.last_active = self.created
-        self.steps = 0
-        self.episodes = 0
-        self._made = False
-        self._closed = False
-        self._closing = False
+        self._closing = False  # its end is a close (or a failed start), not a death to report
         self._seq = 0  # the last request's number
         self._running = 0  # the number of the request the env works on (0: none)
         # Held from a request's send until its reply (or the env's end), whoever waits for it:
@@ -152,7 +128,7 @@ class EnvHandle:
             self._release()
             log.info("env_not_created instance=%s env_id=%r pid=%s error=%r", self.instance_id, self.env_id, self.pid, str(exc))
             raise
-        self._made = True
+        self.life.ready()
         log.info("env_created instance=%s env_id=%r pid=%s", self.instance_id, self.env_id, self.pid)
 
     async def call(self, kind: type[Request], timeout: float, *, deadline: float | None = None,
@@ -184,6 +160,7 @@ class EnvHandle:
                     self.waiting -= 1
                 if self.cause is None and not self._pipe.lost:
                     fut = self._pipe.send(seq, message)
+                    self.life.sent()
                     self._running = seq
                     sent = True
                     reply = await fut
@@ -210,14 +187,15 @@ class EnvHandle:
             if self.cause is None:  # its pipe closed; its exit is on the way
                 await self._wait_exit()
             raise self._gone()
-        self.last_active = time.time()
-        if self.past_lifetime(self.last_active) and not self._turn.locked():
+        life = self.life
+        life.active()
+        if life.past_lifetime(life.last_active) and not self._turn.locked():
             self.end(f"was closed at the end of its lifetime of {self.lifetime:g} s", "lifetime")  # this reply still goes out
         if type(reply) is Done:
             if kind is Step:
-                self.steps += 1
+                life.steps += 1
             elif kind is Reset:
-                self.episodes += 1
+                life.episodes += 1
             elif kind is MonitorStart or kind is MonitorClose:
                 self.monitoring = kind is MonitorStart
             return reply.body
@@ -249,7 +227,7 @@ class EnvHandle:
                 pass  # closing anyway: a dead, raising, busy or hung env is killed below
         await self.kill("was closed", fate)
         self._release()
-        self._closed = True
+        self.life.closed()
         log.info("env_closed instance=%s env_id=%r pid=%s", self.instance_id, self.env_id, self.pid)
 
     def end(self, cause: str, kind: str) -> None:
@@ -260,8 +238,7 @@ class EnvHandle:
 
     def amend_cause(self, more: str, kind: str | None = None) -> None:
         """Add what became of a dead env (a crash loop, a failed restart) to its cause."""
-        self.cause = more if self.cause is None else f"{more} (last: {self.cause})"
-        self.death = kind or self.death
+        self.life.amend(more, kind)
 
     async def reaped(self) -> None:
         """Wait until the process is gone (bounded; a stuck one is killed)."""
@@ -279,7 +256,7 @@ class EnvHandle:
             self.history.append((now, self.cpu_percent, used.rss_bytes))
 
     def past_lifetime(self, now: float) -> bool:
-        return bool(self.lifetime) and now - self.created > self.lifetime
+        return self.life.past_lifetime(now)
 
     def info(self) -> dict[str, Any]:
         """What an admin wants to know of this env, its process tree's CPU and memory included
@@ -306,25 +283,61 @@ class EnvHandle:
             "output": self.output.lines() if self.output else [],
         }
 
+    # --- its life, as the registry, the views and the watcher read it ---
+
     @property
     def state(self) -> State:
-        if self._closed:
-            return State.CLOSED
-        if self.cause is not None:
-            return State.DEAD
-        if not self._made:
-            return State.STARTING
-        return State.BUSY if self._turn.locked() else State.READY
+        return self.life.state
+
+    @property
+    def cause(self) -> str | None:
+        return self.life.cause
+
+    @property
+    def death(self) -> str | None:
+        return self.life.death
+
+    @property
+    def died(self) -> float | None:
+        return self.life.died
+
+    @property
+    def steps(self) -> int:
+        return self.life.steps
+
+    @property
+    def episodes(self) -> int:
+        return self.life.episodes
+
+    @property
+    def restarts(self) -> int:
+        return self.life.restarts
+
+    @property
+    def lifetime(self) -> float:
+        return self.life.lifetime
+
+    @property
+    def created(self) -> float:
+        return self.life.created
+
+    @property
+    def last_active(self) -> float:
+        return self.life.last_active
+
+    @property
+    def owner(self) -> str:
+        return self.life.owner
 
     # --- messages ---
 
     @property
     def _name(self) -> str:
-        return f"env {self.instance_id} ({self.env_id})" if self._made else f"env '{self.env_id}'"
+        return f"env {self.instance_id} ({self.env_id})" if self.life.made else f"env '{self.env_id}'"
 
     def _advice(self) -> str:
         """What the client should do next, said after a failure."""
-        if not self._made:
+        if not self.life.made:
             return " while it was being made; no env was created"
         if self._restart_follows:
             return "; it is being restarted under the same id: reset it before its next step"
@@ -332,7 +345,7 @@ class EnvHandle:
 
     def _gone(self) -> SupervisorError:
         """For a request that was not run: the env is dead (or died being made: no env is)."""
-        if not self._made:
+        if not self.life.made:
             return EnvCrashed(f"{self._name} {self.cause}{self._advice()}")
         return EnvGone(f"{self._name} {self.cause}; close it and create a new one")
 
@@ -340,10 +353,8 @@ class EnvHandle:
 
     def _set_cause(self, cause: str, kind: str) -> None:
         """The first cause sticks: it is the one the client and the log are told."""
-        if self.cause is not None:
+        if not self.life.die(cause, kind):
             return
-        self.cause, self.death = cause, kind
-        self.died = time.time()
         if self._pipe is not None:
             self._pipe.close()  # the requests waiting on a dead env are told so now, not at its reaping
         if not self._closing:
@@ -372,6 +383,7 @@ class EnvHandle:
     def _settled(self) -> None:
         """The env answered its request (or is gone): the next one may be sent."""
         self._running = 0
+        self.life.settled()
         if self._turn.locked():
             self._turn.release()
 

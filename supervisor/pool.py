@@ -64,8 +64,8 @@ class Pool:
 
     async def handover(self, handle: "EnvHandle", owner: str, seed: int | None, timeout: float) -> None:
         """Make a pooled env the owner's, as if made now with `seed`."""
-        handle.owner, handle.seed, handle.reserve = owner, seed, False
-        handle.created = handle.last_active = time.time()
+        handle.life.owner, handle.seed, handle.reserve = owner, seed, False
+        handle.life.created = handle.life.last_active = time.time()
         if seed is not None:
             await handle.call(Seed, timeout, seed=seed)
 

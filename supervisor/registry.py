@@ -29,7 +29,8 @@ from supervisor.errors import (
 )
 from supervisor.fates import Fates
 from supervisor.forkserver import Forkserver
-from supervisor.handle import DEATHS, EnvHandle
+from supervisor.handle import EnvHandle
+from supervisor.lifecycle import DEATHS
 from supervisor.limits import Limits
 from supervisor.pool import Pool, parse_prespawn
 from supervisor.probe import Probe

@@ -4,7 +4,8 @@ functions, so the decisions are tested without a process (the registry carries t
 from collections.abc import Iterable
 
 from supervisor.exits import memory_cause
-from supervisor.handle import EnvHandle, State
+from supervisor.handle import EnvHandle
+from supervisor.lifecycle import State
 
 DEAD_KEPT = 1024  # dead envs kept for their cause at most; past it the oldest are forgotten early
 

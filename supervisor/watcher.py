@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from envproc.protocol import MonitorClose
-from supervisor.handle import State
+from supervisor.lifecycle import State
 from supervisor.usage import usage_of_envs
 from supervisor.watch import over_memory, to_end, to_forget
 
