@@ -34,7 +34,8 @@ from supervisor.lifecycle import DEATHS
 from supervisor.limits import Limits
 from supervisor.pool import Pool, parse_prespawn
 from supervisor.probe import Probe
-from supervisor.restart import RestartPolicy, bounded, crash_loop, loop_cause, recent
+from supervisor.restart import RestartPolicy
+from supervisor.restarter import Restarter
 from supervisor.usage import default_max_procs, default_memory_mb
 from supervisor.users import EnvUsers
 from supervisor.watcher import Watcher
@@ -43,7 +44,6 @@ log = logging.getLogger("gym_supervisor.env")
 
 CLOSE_TIMEOUT = 5.0
 RETRY_AFTER = 5  # seconds a client is told to wait when the server is full
-RESTARTED = {"crash", "timeout", "memory", "cpu"}  # deaths a restart policy answers; the server's own ends it does not
 
 
 class Registry:
@@ -79,9 +79,7 @@ class Registry:
         self._hurry = asyncio.Event()
         self._watcher = Watcher(self)
         self.cgroups = PidsCgroups(limits.env_max_procs, limits.max_procs or 0)
-        self._policies: dict[str, RestartPolicy] = {}
-        self._history: dict[str, list[float]] = {}  # automatic restart times per instance
-        self._restarting: dict[str, asyncio.Task[None]] = {}
+        self.restarts = Restarter(self)
         self._reaping: set[asyncio.Future[None]] = set()  # uids being freed of their last processes
         self.probe = Probe(self)
         self.pool = Pool(self, parse_prespawn(limits.prespawn))
@@ -157,17 +155,14 @@ class Registry:
                 raise ShuttingDown()
             log.info("env_created instance=%s env_id=%r pid=%s from=pool", handle.instance_id, env_id, handle.pid)
         else:
-            handle = await self._launch(self._new_id(), env_id, kwargs, seed, timeout, 0, asked, owner, quota,
-                                        memory_cap)
+            handle = await self.launch(self._new_id(), env_id, kwargs, seed, timeout, 0, asked, owner, quota,
+                                       memory_cap)
         instance_id = handle.instance_id
         self._envs[instance_id] = handle
-        if restart is None and self.limits.restart_max:
-            restart = RestartPolicy(self.limits.restart_max)
-        if restart is not None:
-            self._policies[instance_id] = bounded(restart, self.limits.restart_max, self.limits.restart_within)
+        self.restarts.set_policy(instance_id, restart)
         return instance_id
 
-    async def _launch(
+    async def launch(
         self, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None, timeout: float, restarts: int,
         asked: AskedLimits, owner: str, quota: int = 0, memory_cap: int = 0, admit: bool = True,
     ) -> EnvHandle:
@@ -236,13 +231,13 @@ class Registry:
         """An env for the warm pool: made with no kwargs and no seed, under the id it will keep."""
         if self._closing:
             raise ShuttingDown()
-        return await self._launch(self._new_id(), env_id, {}, None, timeout, 0, NONE_ASKED, "", admit=False)
+        return await self.launch(self._new_id(), env_id, {}, None, timeout, 0, NONE_ASKED, "", admit=False)
 
     async def launch_probe(self, instance_id: str, env_id: str, timeout: float) -> EnvHandle:
         """The health probe's env: the server's own, outside --max-envs, listed nowhere."""
         if self._closing:
             raise ShuttingDown()
-        return await self._launch(instance_id, env_id, {}, None, timeout, 0, NONE_ASKED, "", admit=False)
+        return await self.launch(instance_id, env_id, {}, None, timeout, 0, NONE_ASKED, "", admit=False)
 
     async def health(self) -> str | None:
         """None while an env can be made and stepped; else why not."""
@@ -262,37 +257,24 @@ class Registry:
         owner may run, if the restart counts against it (a restart by an admin does not)."""
         if self._closing:
             raise ShuttingDown()
-        await self._settle(instance_id, timeout)
+        await self.restarts.settle(instance_id, timeout)
         old = self.get(instance_id)
         if old.cause is not None:  # a dead env's new process is one more: it must fit, before the old goes
             self._admit(old.owner, quota)
         report = {"pid": old.pid, "state": old.state.value, "cause": old.cause}
-        task = asyncio.create_task(self._restart_by_hand(old, timeout), name=f"restart-{instance_id}")
-        self._restarting[instance_id] = task
-        task.add_done_callback(lambda _: self._restarting.pop(instance_id, None))
-        new = await asyncio.shield(task)
+        new = await self.restarts.by_hand(old, timeout)
         return {"instance_id": instance_id, "old": report, "new": {"pid": new.pid}}
 
-    async def _restart_by_hand(self, old: EnvHandle, timeout: float) -> EnvHandle:
-        iid = old.instance_id
-        fate = (
-            EnvCrashed,
-            f"env {iid} ({old.env_id}) was restarted by a restart request while this request ran; "
-            "reset it before its next step",
-        )
-        await self.dispose(old, force=True, fate=fate)
-        try:
-            new = await self._launch(iid, old.env_id, old.kwargs, old.seed, timeout, old.restarts + 1, _asked(old),
-                                     old.owner, memory_cap=old.limits.memory_mb)
-        except BaseException as exc:
-            old.amend_cause(f"was restarted, but the new process failed: {exc}")
-            raise
-        if self._envs.get(iid) is not old:  # closed while it restarted
-            await self.dispose(new)
-            raise UnknownInstance(iid, self._fates.get(iid, old.owner))
-        self._envs[iid] = new
-        log.info("env_restarted instance=%s env_id=%r old_pid=%s pid=%s", iid, new.env_id, old.pid, new.pid)
-        return new
+    def swap(self, old: EnvHandle, new: EnvHandle) -> bool:
+        """Put a restarted process's handle in its instance's place, if `old` still holds it."""
+        if not self.listed(old):
+            return False
+        self._envs[old.instance_id] = new
+        return True
+
+    def fate_of(self, instance_id: str, owner: str | None = None) -> str | None:
+        """What became of an id no longer listed, as far as the server remembers."""
+        return self._fates.get(instance_id, owner) if owner is not None else self._fates.get(instance_id)
 
     def _on_exit(self, handle: EnvHandle) -> None:
         """An env process ended: its uid, if its own, serves again once every process of it is
@@ -309,55 +291,14 @@ class Registry:
     def _on_death(self, handle: EnvHandle) -> bool:
         """An env died (not closed): count it, and restart it if it died of something a restart
         answers and its policy says so (True if it will try)."""
-        iid = handle.instance_id
         if self._closing:
             return False
         self.deaths[handle.death or "crash"] += 1
-        if handle.death not in RESTARTED or self._envs.get(iid) is not handle or iid not in self._policies:
-            return False
-        task = asyncio.create_task(self._restart_after_death(handle), name=f"restart-{iid}")
-        self._restarting[iid] = task
-        task.add_done_callback(lambda _: self._restarting.pop(iid, None))
-        return not crash_loop(self._history.get(iid, []), time.time(), self._policies[iid])
-
-    async def _restart_after_death(self, old: EnvHandle) -> None:
-        iid, policy = old.instance_id, self._policies[old.instance_id]
-        await old.reaped()
-        now = time.time()
-        history = recent(self._history.get(iid, []), now, policy)
-        if crash_loop(history, now, policy):
-            old.amend_cause(loop_cause(policy), "crash_loop")
-            self.deaths["crash_loop"] += 1
-            log.warning("env_crash_loop instance=%s env_id=%r cause=%r", iid, old.env_id, old.cause)
-            return
-        self._history[iid] = [*history, now]
-        try:
-            new = await self._launch(
-                iid, old.env_id, old.kwargs, old.seed, self.limits.create_timeout, old.restarts + 1, _asked(old),
-                old.owner, memory_cap=old.limits.memory_mb,
-            )
-        except SupervisorError as exc:
-            old.amend_cause(f"restarting it failed: {exc}")
-            return
-        if self._envs.get(iid) is not old:  # closed or restarted by hand meanwhile
-            await self.dispose(new)
-            return
-        self._envs[iid] = new
-        log.info("env_restarted instance=%s env_id=%r old_pid=%s pid=%s restarts=%d",
-                 iid, new.env_id, old.pid, new.pid, new.restarts)
-
-    async def _settle(self, instance_id: str, timeout: float) -> None:
-        """Let an automatic restart under way finish (within the request's timeout)."""
-        pending = self._restarting.get(instance_id)
-        if pending is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(pending), timeout)
-            except TimeoutError:
-                pass
+        return self.restarts.after_death(handle)
 
     def restart_policy(self, instance_id: str) -> RestartPolicy | None:
         """The policy an env runs under, as the server bounded it."""
-        return self._policies.get(instance_id)
+        return self.restarts.policy(instance_id)
 
     def live(self, owner: str | None = None) -> int:
         """Env processes running or starting, of `owner` or of all; dead envs kept for their
@@ -412,16 +353,16 @@ class Registry:
         deadline = loop.time() + timeout
         handle = self.get(instance_id)
         while True:
-            if handle.cause is not None and instance_id in self._restarting:
-                await self._settle(instance_id, deadline - loop.time())
+            if handle.cause is not None and self.restarts.under_way(instance_id):
+                await self.restarts.settle(instance_id, deadline - loop.time())
                 handle = self.get(instance_id)
             try:
                 return await handle.call(kind, timeout, deadline=deadline, **fields)
             except EnvGone:
                 if self._closing:
                     raise ShuttingDown() from None
-                if instance_id in self._restarting:
-                    await self._settle(instance_id, deadline - loop.time())
+                if self.restarts.under_way(instance_id):
+                    await self.restarts.settle(instance_id, deadline - loop.time())
                 new = self._envs.get(instance_id)
                 if new is None or new is handle or deadline <= loop.time():
                     raise
@@ -432,8 +373,7 @@ class Registry:
         if handle is None:
             raise UnknownInstance(instance_id, self._fates.get(instance_id))
         self._fates.remember(instance_id, fate, handle.owner)
-        self._policies.pop(instance_id, None)
-        self._history.pop(instance_id, None)
+        self.restarts.forget(instance_id)
         await self.dispose(handle, timeout, fate=(EnvGone, f"env {instance_id} ({handle.env_id}) was closed "
                                                            "by a close request while this request ran"))
 
@@ -447,9 +387,7 @@ class Registry:
         self._closing = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        for task in list(self._restarting.values()):
-            task.cancel()
-        await asyncio.gather(*self._restarting.values(), self._watcher.stop(), return_exceptions=True)
+        await asyncio.gather(self.restarts.stop(), self._watcher.stop(), return_exceptions=True)
         fate = (ShuttingDown, ShuttingDown().args[0])
         hurry = asyncio.ensure_future(self._hurry.wait())
         # a create under way is not worth waiting for: its client is answered 503 now
@@ -480,9 +418,4 @@ class Registry:
     def hurry(self) -> None:
         """End the shutdown's grace now (a second SIGINT or SIGTERM)."""
         self._hurry.set()
-
-
-def _asked(old: EnvHandle) -> AskedLimits:
-    """A restarted env keeps the limits its create asked for."""
-    return AskedLimits(memory_mb=old.limits.address_space_mb, cpu_seconds=old.limits.cpu_seconds)
 
