@@ -3,17 +3,15 @@
 import asyncio
 import collections
 import logging
-import os
 import time
 import uuid
 from typing import Any
 
 import msgspec
 
-from envproc import protocol, sandbox
-from envproc.protocol import EnvLimits
-from supervisor.asked import NONE_ASKED, AskedLimits, tighter
-from supervisor.cgroups import PidsCgroups
+from envproc import protocol
+from supervisor.asked import NONE_ASKED, AskedLimits
+from supervisor.backend import Backend
 from supervisor.datadir import DataDir
 from supervisor.errors import (
     BadRequest,
@@ -28,16 +26,15 @@ from supervisor.errors import (
     UnknownInstance,
 )
 from supervisor.fates import Fates
-from supervisor.forkserver import Forkserver
 from supervisor.handle import EnvHandle
 from supervisor.lifecycle import DEATHS
 from supervisor.limits import Limits
+from supervisor.local import LocalBackend
 from supervisor.pool import Pool, parse_prespawn
 from supervisor.probe import Probe
 from supervisor.restart import RestartPolicy
 from supervisor.restarter import Restarter
 from supervisor.usage import default_max_procs, default_memory_mb
-from supervisor.users import EnvUsers
 from supervisor.watcher import Watcher
 
 log = logging.getLogger("gym_supervisor.env")
@@ -53,24 +50,14 @@ class Registry:
     def __init__(self, limits: Limits) -> None:
         # An address-space limit breaks envs that reserve much more than they use (JAX, torch):
         # only a memory limit the admin set is one too; the default is watched only.
-        self._address_space = limits.env_memory_mb is not None
+        address_space = limits.env_memory_mb is not None
         self.limits = limits = msgspec.structs.replace(  # the defaults that depend on the machine
             limits,
             env_memory_mb=default_memory_mb() if limits.env_memory_mb is None else limits.env_memory_mb,
             max_procs=default_max_procs() if limits.max_procs is None else limits.max_procs,
         )
-        self._users = EnvUsers(limits.env_user, limits.env_uid_range)
-        if limits.env_no_network and self._users.any is None:
-            raise ConfigError(
-                "--env-no-network needs --env-user or --env-uid-range: env code left as root, even with no "
-                "capability, could still reach the server through what is root's (its files, its process)"
-            )
-        if limits.env_no_network and (why := sandbox.can_unshare_network()) is not None:
-            raise ConfigError(f"--env-no-network: this machine does not let the server make network namespaces ({why})")
-        env_path = tuple(dict.fromkeys([os.getcwd(), *(os.path.abspath(p) for p in limits.env_path)]))
         self.data_dir = DataDir(limits.data_dir, limits.data_dir_max_mb)
-        self._forkserver = Forkserver(env_path, limits.preload, self._users.cannot_read_python(self.data_dir.path))
-        self._forkserver.start()  # here, so that a preload that fails stops the server from starting
+        self.backend: Backend = LocalBackend(limits, self.data_dir, address_space)  # where env processes run
         self._envs: dict[str, EnvHandle] = {}
         self._starting: set[EnvHandle] = set()
         self._fates = Fates()
@@ -78,9 +65,7 @@ class Registry:
         self._closed = asyncio.Event()
         self._hurry = asyncio.Event()
         self._watcher = Watcher(self)
-        self.cgroups = PidsCgroups(limits.env_max_procs, limits.max_procs or 0)
         self.restarts = Restarter(self)
-        self._reaping: set[asyncio.Future[None]] = set()  # uids being freed of their last processes
         self.probe = Probe(self)
         self.pool = Pool(self, parse_prespawn(limits.prespawn))
         for env_id in self.pool.sizes:
@@ -93,10 +78,10 @@ class Registry:
 
     @property
     def env_path(self) -> tuple[str, ...]:
-        return self._forkserver.config.env_path
+        return self.backend.env_path
 
     async def start(self) -> None:
-        self._forkserver.adopt()
+        self.backend.serve()
         self._watcher.start()
         self.pool.start()
 
@@ -169,37 +154,17 @@ class Registry:
         """Start one process for an instance, if the server (and the owner's quota) may run one
         more (every path that starts a process comes here); nothing is left running if it fails.
         `admit` False: the server's own env (the probe, the pool), admitted by no limit."""
-        if self._users.exhausted and self._reaping:  # a uid comes back as soon as its last process is gone
-            await asyncio.wait(self._reaping, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await self.backend.room(timeout)
         # From the admission to `_starting` nothing awaits: two creates cannot both take the last place.
         if admit:
             self._admit(owner, quota)
-        uid, gid = self._users.take()
-        memory_mb = int(tighter(tighter(self.limits.env_memory_mb or 0, memory_cap), asked.memory_mb))
-        env_limits = EnvLimits(
-            memory_mb=memory_mb,
-            address_space_mb=memory_mb if self._address_space or asked.memory_mb else 0,
-            cpu_seconds=tighter(self.limits.env_cpu_seconds, asked.cpu_seconds),
-            max_files=self.limits.env_max_files,
-            cgroup=self.cgroups.make(f"{instance_id}-{restarts}"),
-            no_network=self.limits.env_no_network,
-            uid=uid,
-            gid=gid,
-            own_uid=self._users.own,
-        )
-        handle = EnvHandle(
-            self._forkserver, instance_id, env_id, kwargs, seed, env_limits, self.limits.max_lifetime,
-            restarts=restarts, max_reply=self.limits.max_reply_mb * 2**20, on_death=self._on_death,
-            on_exit=self._on_exit, owner=owner,
-        )
+        handle = self.backend.handle(instance_id, env_id, kwargs, seed, restarts, asked, owner, memory_cap,
+                                     self._on_death)
         handle.reserve = not admit
         self._starting.add(handle)
         try:
-            await handle.start(timeout)
+            await self.backend.start(handle, timeout)
         except BaseException as exc:
-            self.cgroups.release(env_limits.cgroup)
-            if handle.pid is None:  # never forked: no exit will give its uid back
-                self._users.give_back(uid)
             if self._closing and isinstance(exc, SupervisorError):
                 raise ShuttingDown() from None  # the shutdown killed it while it started
             raise
@@ -246,10 +211,9 @@ class Registry:
         return await self.probe.check()
 
     async def dispose(self, handle: EnvHandle, timeout: float = CLOSE_TIMEOUT, force: bool = False,
-                       **how: Any) -> None:
-        """Close a handle for good: its process, and then its cgroup."""
-        await handle.close(timeout, force=force, **how)
-        self.cgroups.release(handle.limits.cgroup)
+                      **how: Any) -> None:
+        """Close a handle for good, and free what its backend held for it."""
+        await self.backend.dispose(handle, timeout, force, **how)
 
     async def restart(self, instance_id: str, timeout: float, quota: int = 0) -> dict[str, Any]:
         """Kill the instance's process, whatever its state, and start a fresh one under its id.
@@ -275,18 +239,6 @@ class Registry:
     def fate_of(self, instance_id: str, owner: str | None = None) -> str | None:
         """What became of an id no longer listed, as far as the server remembers."""
         return self._fates.get(instance_id, owner) if owner is not None else self._fates.get(instance_id)
-
-    def _on_exit(self, handle: EnvHandle) -> None:
-        """An env process ended: its uid, if its own, serves again once every process of it is
-        gone (its helpers may have outlived it and its guardian)."""
-        if handle.limits.own_uid and handle.limits.uid is not None:
-            task = asyncio.ensure_future(self._give_back(handle.limits.uid))
-            self._reaping.add(task)
-            task.add_done_callback(self._reaping.discard)
-
-    async def _give_back(self, uid: int) -> None:
-        await self._forkserver.reap(uid)
-        self._users.give_back(uid)
 
     def _on_death(self, handle: EnvHandle) -> bool:
         """An env died (not closed): count it, and restart it if it died of something a restart
@@ -407,10 +359,7 @@ class Registry:
             self._envs.clear()
             await self.probe.close()
             await self.pool.close()
-            if self._reaping:  # what escaped an own-uid env's group goes before the forkserver does
-                await asyncio.wait(self._reaping, timeout=CLOSE_TIMEOUT)
-            await self.cgroups.close()
-            await self._forkserver.close()
+            await self.backend.close()
             self.data_dir.close()
         finally:
             self._closed.set()  # a second caller must not wait for ever on a first that failed

@@ -65,7 +65,7 @@ class Watcher:
         for h, used in zip(live, usage, strict=True):
             h.observe(used, read_at)
         await asyncio.gather(*(h.kill(cause, kind="memory") for h, cause in over_memory(live)))
-        await loop.run_in_executor(_watch_thread, registry.cgroups.sweep)
+        await loop.run_in_executor(_watch_thread, registry.backend.sweep)
         self._rounds += 1
         due = registry.data_dir.cap_mb and self._rounds % DATA_DIR_EVERY == 1
         if due and (self._measuring is None or self._measuring.done()):  # a slow walk delays no round
