@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from supervisor.asked import AskedLimits
 from supervisor.handle import EnvHandle
+from supervisor.usage import Usage
 
 
 class Backend(Protocol):
@@ -40,6 +41,10 @@ class Backend(Protocol):
 
     async def dispose(self, handle: EnvHandle, timeout: float, force: bool = False, **how: Any) -> None:
         """Close the handle for good (killing it if it will not close), and free what it held."""
+
+    def usage(self, handles: list[EnvHandle]) -> list[Usage | None]:
+        """Each env's CPU and memory now, in order (blocking; the watcher's thread calls it)."""
+        ...
 
     def sweep(self) -> None:
         """Free what ended envs left behind (blocking; the watcher's thread calls it)."""

@@ -15,6 +15,7 @@ from supervisor.errors import ConfigError
 from supervisor.forkserver import Forkserver
 from supervisor.handle import EnvHandle
 from supervisor.limits import Limits
+from supervisor.usage import Usage, usage_of_envs
 from supervisor.users import EnvUsers
 
 CLOSE_TIMEOUT = 5.0
@@ -99,6 +100,11 @@ class LocalBackend:
         """Close a handle for good: its process, and then its cgroup."""
         await handle.close(timeout, force=force, **how)
         self.cgroups.release(handle.limits.cgroup)
+
+    def usage(self, handles: list[EnvHandle]) -> list[Usage | None]:
+        """Each live env's process tree's CPU and memory, read from /proc and its cgroup
+        (blocking: the watcher's thread calls it); None where it could not be read."""
+        return usage_of_envs([(h.pid, h.limits.cgroup, h.limits.memory_mb * 2**20) for h in handles])
 
     def sweep(self) -> None:
         """Remove cgroups their envs left behind (blocking: the watcher's thread calls it)."""

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from envproc.protocol import MonitorClose
 from supervisor.lifecycle import State
-from supervisor.usage import usage_of_envs
 from supervisor.watch import over_memory, to_end, to_forget
 
 if TYPE_CHECKING:
@@ -58,9 +57,7 @@ class Watcher:
         registry, limits = self._registry, self._registry.limits
         loop = asyncio.get_running_loop()
         live = [h for h in registry.handles() if h.cause is None and h.pid is not None]
-        usage = await loop.run_in_executor(
-            _watch_thread, usage_of_envs, [(h.pid, h.limits.cgroup, h.limits.memory_mb * 2**20) for h in live]
-        )
+        usage = await loop.run_in_executor(_watch_thread, registry.backend.usage, live)
         read_at = loop.time()
         for h, used in zip(live, usage, strict=True):
             h.observe(used, read_at)
