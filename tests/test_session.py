@@ -104,6 +104,19 @@ def test_a_crash_ends_the_session_with_its_status_and_cause(server: Server, clie
     client.post(f"/v1/envs/{iid}/close/")
 
 
+def test_an_env_error_is_answered_and_a_close_ends_the_session(server: Server, client: httpx.Client) -> None:
+    iid = create(client, faulty("Raises"))
+    with connect(ws_url(server, iid)) as ws:
+        assert ask(ws, {"op": "reset"})["status"] == 200
+        raised = ask(ws, {"op": "step", "action": 3})
+        assert raised["status"] == 500 and "ValueError: bad luck with action 3" in raised["message"]
+        assert ask(ws, {"op": "sample"})["status"] == 200  # the env lives on, and so does the session
+        assert client.post(f"/v1/envs/{iid}/close/").status_code == 204
+        final = ask(ws, {"op": "sample"})
+        assert final["status"] == 400 and "unknown" in final["message"]
+        assert closed_with(ws) == 4400
+
+
 def test_a_timeout_kills_the_hung_env_while_an_http_request_waits_for_it(server: Server, client: httpx.Client,
                                                                          tmp_path: Path) -> None:
     fifo = tmp_path / "working"
