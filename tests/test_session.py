@@ -169,7 +169,7 @@ def test_the_session_timeout_is_capped_as_the_header_is(lab: Lab) -> None:
 def test_a_client_that_never_reads_holds_only_a_few_answers(server: Server, client: httpx.Client) -> None:
     big = create(client, "tests.faulty_envs:Image-v0", kwargs={"shape": [210, 160, 3]})
     client.post(f"/v1/envs/{big}/reset/")
-    with connect(ws_url(server, big), max_size=None) as ws:
+    with connect(ws_url(server, big), max_size=None, close_timeout=1) as ws:  # it reads nothing: no close handshake
         for _ in range(400):  # each answer is about 300 kB of JSON: 120 MB if all were written
             ws.send('{"op":"step","action":1}')
         settled, last = 0, -1
