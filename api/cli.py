@@ -13,6 +13,8 @@ import msgspec
 
 from api.settings import Settings, package_version
 
+PING_EVERY = 20.0  # seconds between the server's pings on a WebSocket session
+
 SEED_ALIASES = {"host": ["-l", "--listen"], "port": ["-p"]}
 METAVARS = {str: "TEXT", int: "N", float: "SECONDS"}
 LIST_METAVARS = {"env_path": "DIR", "prespawn": "ENV_ID=N"}  # repeatable flags; the others name modules
@@ -115,9 +117,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(exc))
     http = type("ServerHttp", (GuardedHttp,), {"limits": HttpLimits(settings.read_timeout, settings.max_connections)})
     config = uvicorn.Config(
-        # the sans-I/O implementation: it waits for the client to read before it writes more, and
-        # reads a session's next message only once the app took the last (api/session.py)
-        app, loop="uvloop", http=http, ws="websockets-sansio", ws_max_size=MAX_BODY, ws_per_message_deflate=False, lifespan="on",
+        # The sans-I/O implementation: it waits for the client to read before it writes more, and
+        # reads a session's next message only once the app took the last (api/session.py). So a
+        # pipelining client's pong is read only after the message in progress, which may take
+        # the longest request timeout: a ping's answer may take that long, and no longer.
+        app, loop="uvloop", http=http, ws="websockets-sansio", ws_max_size=MAX_BODY, ws_per_message_deflate=False,
+        ws_ping_interval=PING_EVERY, ws_ping_timeout=settings.max_request_timeout + PING_EVERY, lifespan="on",
         log_level=settings.log_level,
         access_log=False, timeout_graceful_shutdown=int(settings.shutdown_grace) + 2,
     )

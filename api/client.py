@@ -233,6 +233,9 @@ class Session:
             raw = self.ws.recv(timeout=timeout)
         except self.closed_error as exc:
             raise EnvGone(f"the session is closed ({exc}); create another env", 410) from None
+        except TimeoutError:  # its late answer would be read as the next one's: the session ends here
+            self.close()
+            raise EnvTimeout(f"no answer within {timeout:g} s; the session is closed", 504) from None
         reply = arrays(msgspec.msgpack.decode(raw)) if isinstance(raw, bytes) else msgspec.json.decode(raw)
         status = reply.pop("status")
         if status != 200:

@@ -60,7 +60,7 @@ def parse_object(raw: bytes, msgpack: bool = False) -> dict[str, Any]:
         return {}
     what = NOT_MSGPACK if msgpack else NOT_JSON
     try:
-        obj = msgspec.msgpack.decode(raw) if msgpack else msgspec.json.decode(raw)
+        obj = _decode_msgpack(raw) if msgpack else msgspec.json.decode(raw)
     except msgspec.DecodeError:
         raise BadRequest(what) from None
     except RecursionError:
@@ -68,8 +68,15 @@ def parse_object(raw: bytes, msgpack: bool = False) -> dict[str, Any]:
     if obj is None:
         return {}
     if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
-        raise BadRequest(f"{what} object" if not msgpack else f"{what}: not a map with string keys")
+        raise BadRequest("Request is not a msgpack map with string keys" if msgpack else f"{what} object")
     return obj
+
+
+def _no_ext(code: int, data: memoryview) -> Any:
+    raise BadRequest(f"Request holds a msgpack extension value (type {code}), which this server does not read")
+
+
+_decode_msgpack = msgspec.msgpack.Decoder(ext_hook=_no_ext).decode
 
 
 def parse_body(raw: bytes, kind: type[T], msgpack: bool = False) -> T:

@@ -7,6 +7,7 @@ msgpack, where a numpy array travels as its raw bytes in one map any msgpack lib
 "float16", "float32", "float64"); arrays of other types travel as nested lists, as in JSON.
 """
 
+import math
 from typing import Any
 
 import msgspec
@@ -24,7 +25,8 @@ def _array(a: np.ndarray) -> Any:
     if a.dtype.byteorder == ">":
         a = a.astype(a.dtype.newbyteorder("<"))
     # msgspec writes the buffer itself as bin: no copy when the array is already C-contiguous
-    return {"dtype": a.dtype.name, "shape": list(a.shape), "data": np.ascontiguousarray(a).data.cast("B")}
+    flat = np.ascontiguousarray(a).reshape(-1)  # 1-d: a view of no elements in 2-d cannot be cast to bytes
+    return {"dtype": a.dtype.name, "shape": list(a.shape), "data": flat.data.cast("B")}
 
 
 def _msgpack_hook(obj: Any) -> Any:
@@ -65,22 +67,32 @@ def to_array(m: dict[str, Any]) -> np.ndarray:
         dt = None
     if dt is None or dt.kind not in _KINDS:
         raise BadArray(f"an array's dtype must name a bool, integer or float type, not {dtype!r}")
-    if not (isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)):
+    if not (isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                            for n in shape)):
         raise BadArray(f"an array's shape must be a list of sizes, not {shape!r}")
     if not isinstance(data, bytes):
         raise BadArray("an array's data must be bin (its raw bytes)")
     dt = dt.newbyteorder("<")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if count * dt.itemsize != len(data):
-        raise BadArray(f"an array of shape {shape} and dtype {dtype} takes {count * dt.itemsize} bytes, "
-                       f"not {len(data)}")
-    return np.frombuffer(data, dtype=dt).reshape(shape).astype(dt.newbyteorder("="))
+    size = math.prod(shape) * dt.itemsize  # Python integers: a huge shape cannot wrap around
+    if size != len(data):
+        raise BadArray(f"an array of shape {shape} and dtype {dtype} takes {size} bytes, not {len(data)}")
+    try:
+        return np.frombuffer(data, dtype=dt).reshape(shape).astype(dt.newbyteorder("="))
+    except (ValueError, TypeError) as exc:  # no elements but a shape numpy cannot hold
+        raise BadArray(f"an array of shape {shape} cannot be made: {exc}") from None
+
+
+def is_array(m: dict[str, Any]) -> bool:
+    """A map is an array's when it has exactly its three keys, with a string, a list and bin:
+    a Dict value with those keys holds other values (arrays there are maps, not bin)."""
+    return (m.keys() == ARRAY_KEYS and isinstance(m["dtype"], str) and isinstance(m["shape"], list)
+            and isinstance(m["data"], bytes))
 
 
 def arrays(value: Any) -> Any:
     """A decoded msgpack value with each array map made a numpy array."""
     if isinstance(value, dict):
-        if value.keys() == ARRAY_KEYS:
+        if is_array(value):
             return to_array(value)
         return {k: arrays(v) for k, v in value.items()}
     if isinstance(value, list):

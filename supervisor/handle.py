@@ -119,6 +119,9 @@ class EnvHandle:
             self._pipe = await _adopt(parent_end, lambda: ReplyPipe(self._on_fault, self._settled, self.max_reply))
             await self.call(Make, timeout, deadline=deadline, env_id=self.env_id, kwargs=self.kwargs,
                             seed=self.seed, limits=self.limits)
+            if self.cause is not None:  # it died between its make's reply and now
+                raise self._gone()
+            self.life.ready()
         except BaseException as exc:
             for end, adopted in ((out_end, self.output), (parent_end, self._pipe)):
                 if adopted is None:  # an adopted one is its transport's to close (in _release)
@@ -128,7 +131,6 @@ class EnvHandle:
             self._release()
             log.info("env_not_created instance=%s env_id=%r pid=%s error=%r", self.instance_id, self.env_id, self.pid, str(exc))
             raise
-        self.life.ready()
         log.info("env_created instance=%s env_id=%r pid=%s", self.instance_id, self.env_id, self.pid)
 
     async def call(self, kind: type[Request], timeout: float, *, deadline: float | None = None,

@@ -84,7 +84,9 @@ class Lifecycle:
         self.death = kind or self.death
 
     def closed(self) -> None:
-        self._move(State.CLOSED)
+        """Closed for good; closing it again (a close that races a restart's) changes nothing."""
+        if self.state is not State.CLOSED:
+            self._move(State.CLOSED)
 
     def active(self, now: float | None = None) -> None:
         self.last_active = time.time() if now is None else now

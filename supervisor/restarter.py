@@ -67,7 +67,7 @@ class Restarter:
         """Kill `old` whatever it does and start its new process; the new handle. It goes on if
         the caller goes away (the instance must not be left without a process)."""
         iid = old.instance_id
-        task = self._track(iid, asyncio.create_task(self._replace(old, timeout, by_hand=True), name=f"restart-{iid}"))
+        task = self._track(iid, asyncio.create_task(self._replace(old, timeout), name=f"restart-{iid}"))
         new = await asyncio.shield(task)
         assert new is not None
         return new
@@ -80,7 +80,7 @@ class Restarter:
         if handle.death not in RESTARTED or policy is None or not self._registry.listed(handle):
             return False
         timeout = self._registry.limits.create_timeout
-        self._track(iid, asyncio.create_task(self._replace(handle, timeout, by_hand=False), name=f"restart-{iid}"))
+        self._track(iid, asyncio.create_task(self._replace(handle, timeout, policy), name=f"restart-{iid}"))
         return not crash_loop(self._history.get(iid, []), time.time(), policy)
 
     def _track(self, iid: str, task: "asyncio.Task[EnvHandle | None]") -> "asyncio.Task[EnvHandle | None]":
@@ -88,18 +88,22 @@ class Restarter:
         task.add_done_callback(lambda done: self._running.pop(iid, None) if self._running.get(iid) is done else None)
         return task
 
-    async def _replace(self, old: "EnvHandle", timeout: float, by_hand: bool) -> "EnvHandle | None":
+    async def _replace(self, old: "EnvHandle", timeout: float,
+                       policy: RestartPolicy | None = None) -> "EnvHandle | None":
         """The one restart: the old process gone, a new one under the instance's id, swapped in
-        if the instance is still listed. By hand, a failure is raised to the caller; after a
-        death it becomes part of the old env's cause (and a crash loop ends the restarts)."""
+        if the instance is still listed. By hand (no `policy`), a failure is raised to the
+        caller; after a death, under `policy` (as it stood then: a close may forget it while the
+        old process is reaped), it becomes part of the old env's cause, and a crash loop ends
+        the restarts."""
         registry, iid = self._registry, old.instance_id
+        by_hand = policy is None
         if by_hand:
             fate = (EnvCrashed, f"env {iid} ({old.env_id}) was restarted by a restart request while this request "
                                 "ran; reset it before its next step")
             await registry.dispose(old, force=True, fate=fate)
         else:
             await old.reaped()
-            policy, now = self._policies[iid], time.time()
+            now = time.time()
             history = recent(self._history.get(iid, []), now, policy)
             if crash_loop(history, now, policy):
                 old.amend_cause(loop_cause(policy), "crash_loop")

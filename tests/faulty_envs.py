@@ -316,6 +316,14 @@ class HangsInInit(Base):
         time.sleep(3600)
 
 
+class SlowMake(Base):
+    """Takes `delay` seconds to be made (every time: a restart's make too)."""
+
+    def __init__(self, signal_path: str | None = None, delay: float = 1.0) -> None:
+        super().__init__(signal_path)
+        time.sleep(delay)
+
+
 class RaisesInInit(Base):
     def __init__(self, signal_path: str | None = None) -> None:
         raise RuntimeError("this env cannot be built")
@@ -374,5 +382,5 @@ class Image(gym.Env):
 
 
 for _cls in (Raises, Segfaults, Exits, Spins, IgnoresTerm, Slow, SpawnsHelpers, MemoryBomb, HelperHog, FileHog, ForkBomb, EscapesGroup,
-             KillsGuardian, ListsFds, Floods, PrintsThenCrashes, Probes, SwapsDirs, HugeReply, ReportsModules, HangsInInit, RaisesInInit, Structured, Image):
+             KillsGuardian, ListsFds, Floods, PrintsThenCrashes, Probes, SwapsDirs, HugeReply, ReportsModules, HangsInInit, SlowMake, RaisesInInit, Structured, Image):
     gym.register(id=f"{_cls.__name__}-v0", entry_point=_cls, disable_env_checker=True)

@@ -38,6 +38,9 @@ def test_only_the_moves_in_the_table_are_made(start: State, to: State) -> None:
     if to in MOVES[start]:
         life.die("x", "crash") if move == "die" else getattr(life, move)()
         assert life.state is to
+    elif start is to is State.CLOSED:
+        life.closed()  # closing again changes nothing (see below)
+        assert life.state is State.CLOSED
     elif move == "die" and life.cause is not None:
         assert life.die("again", "timeout") is False and life.state is start  # dead already: no move, no new cause
     else:
@@ -73,6 +76,12 @@ def test_the_first_cause_sticks_and_amends_keep_it() -> None:
     never = at(State.STARTING)
     never.die("exited with code 3", "crash")
     assert not never.made and never.state is State.DEAD
+
+
+def test_closing_a_closed_env_again_changes_nothing() -> None:
+    life = at(State.CLOSED)
+    life.closed()  # a close that raced a restart's
+    assert life.state is State.CLOSED and life.cause == "was killed by SIGSEGV"
 
 
 def test_every_death_has_a_known_kind() -> None:

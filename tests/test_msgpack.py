@@ -64,6 +64,10 @@ def test_every_kind_of_reply_and_error_comes_in_msgpack_when_asked(client: httpx
         "message": "Request is not valid msgpack"}
     assert unpacked(client.post("/v1/envs/", content=b"\x93\x01", headers=SEND), 400) == {
         "message": "Request is not valid msgpack"}
+    assert unpacked(client.post("/v1/envs/", content=encode_msgpack([1, 2]), headers=SEND), 400) == {
+        "message": "Request is not a msgpack map with string keys"}
+    ext = encode_msgpack({"env_id": "CartPole-v1", "kwargs": {"x": msgspec.msgpack.Ext(5, b"zz")}})
+    assert "extension value (type 5)" in unpacked(client.post("/v1/envs/", content=ext, headers=SEND), 400)["message"]
     assert unpacked(client.get("/v1/nowhere", headers=ASK), 404)["message"].startswith("no route GET /v1/nowhere")
     assert unpacked(client.delete("/v1/envs/", headers=ASK), 405)["message"] == "DELETE is not allowed on /v1/envs/"
     assert unpacked(client.post("/v1/upload", content=encode_msgpack({"training_dir": "d", "api_key": "k"}),
@@ -171,6 +175,15 @@ def test_array_maps_refuse_what_is_not_an_array() -> None:
     assert back.tolist() == [[0, 2], [3, 5]] and back.dtype == np.int32
     assert arrays(msgspec.msgpack.decode(encode_msgpack(np.array([True, False])))).dtype == np.bool_
     assert msgspec.msgpack.decode(encode_msgpack(np.array(["a"]))) == ["a"]  # not numbers: a list, as in JSON
+    assert arrays(msgspec.msgpack.decode(encode_msgpack(np.zeros((0, 3), np.float32)))).shape == (0, 3)
+    with pytest.raises(BadArray, match="takes 18446744073709551616 bytes"):  # no wrap-around to a fitting size
+        to_array({"dtype": "uint8", "shape": [2**32, 2**32], "data": b""})
+    with pytest.raises(BadArray, match="cannot be made"):
+        to_array({"dtype": "uint8", "shape": [0, 2**62, 2**62], "data": b""})
+    # a Dict value whose keys are an array's: its values are not a string, a list and bin
+    keyed = {"dtype": np.arange(2), "shape": "square", "data": 3}
+    back = arrays(msgspec.msgpack.decode(encode_msgpack(keyed)))
+    assert back["dtype"].tolist() == [0, 1] and back["shape"] == "square" and back["data"] == 3
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "tests.faulty_envs:Image-v0", "tests.faulty_envs:Structured-v0"])

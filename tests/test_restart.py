@@ -151,3 +151,20 @@ def test_a_clients_restart_policy_is_held_to_the_servers_bounds(client: httpx.Cl
             assert client.post(f"/v1/envs/{iid}/step/", json={"action": 0}).status_code == 502
         assert time.monotonic() < deadline, cause
     assert cause.startswith("crash loop: 3 restarts in 60 s")
+
+
+def test_a_close_or_a_second_restart_during_a_restart_is_answered_cleanly(server: Server) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        iid = create(c, faulty("SlowMake"), kwargs={"delay": 1.0})
+        results: dict[str, httpx.Response] = {}
+        restarting = threading.Thread(target=lambda: results.update(restart=c.post(f"/v1/envs/{iid}/restart/")))
+        restarting.start()
+        deadline = time.monotonic() + 10  # until the old process is gone and the new one is being made
+        while c.get(f"/v1/envs/{iid}/").json()["state"] != "closed" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        second = c.post(f"/v1/envs/{iid}/restart/", headers={"X-Request-Timeout": "0.3"})
+        assert second.status_code in (502, 504), second.text  # its own make runs out of time; not a 500
+        assert c.post(f"/v1/envs/{iid}/close/").status_code == 204  # the old process closed twice: still 204
+        restarting.join(20)
+        assert results["restart"].status_code in (200, 400), results["restart"].text  # 400: closed meanwhile
+        assert c.get(f"/v1/envs/{iid}/").status_code == 400
