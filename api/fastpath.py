@@ -15,7 +15,7 @@ from api.auth import Callers, signed_in
 from api.codec import is_msgpack, wants_msgpack
 from api.errors import error_body, headers_of, status_of
 from api.metrics import CONFIG
-from api.params import MAX_BODY, TIMEOUT_HEADER
+from api.params import MAX_BODY, TIMEOUT_HEADER_KEY
 from api.routes import caller_timeout
 from api.session import Session, session_instance
 from api.settings import Settings
@@ -31,7 +31,6 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 TEMPLATE = "/v1/envs/{instance_id}/step"  # as Litestar names its routes' templates, for the metrics' label
-_HEADER = TIMEOUT_HEADER.lower().encode()
 _JSON = (b"content-type", JSON.encode())
 _MSGPACK = (b"content-type", MSGPACK.encode())
 
@@ -91,7 +90,7 @@ class StepFastPath:
             return  # cut short: an incomplete request never reaches the env, and nobody awaits a reply
         timeout_header = authorization = accept = content_type = None
         for key, value in scope["headers"]:
-            if key == _HEADER:
+            if key == TIMEOUT_HEADER_KEY:
                 timeout_header = value
             elif key == b"authorization":
                 authorization = value

@@ -111,6 +111,7 @@ def required(value: Any, name: str) -> Any:
 
 
 TIMEOUT_HEADER = "X-Request-Timeout"
+TIMEOUT_HEADER_KEY = TIMEOUT_HEADER.lower().encode()  # as ASGI scopes hold header names
 
 
 def request_timeout(header: str | bytes | None, default: float, cap: float) -> float:

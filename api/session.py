@@ -17,7 +17,7 @@ import msgspec
 from api.auth import Callers, signed_in
 from api.codec import with_status
 from api.errors import error_body, headers_of, status_of
-from api.params import TIMEOUT_HEADER, Seed
+from api.params import TIMEOUT_HEADER_KEY, Seed
 from api.routes import caller_timeout
 from api.settings import Settings
 from envproc.protocol import Reset, Sample, Step
@@ -33,7 +33,6 @@ from supervisor.registry import Registry
 from supervisor.view import CallerView
 
 OPS = ("step", "reset", "sample")
-_HEADER = TIMEOUT_HEADER.lower().encode()
 # After these the env is dead or gone: nothing more can be asked of it on this session.
 FINAL = (EnvCrashed, EnvTimeout, EnvGone, UnknownInstance)
 
@@ -112,7 +111,7 @@ class Session:
         for key, value in scope["headers"]:
             if key == b"authorization":
                 authorization = value
-            elif key == _HEADER:
+            elif key == TIMEOUT_HEADER_KEY:
                 header = value
         if "token" in query:
             authorization = f"Bearer {query['token'][-1]}"

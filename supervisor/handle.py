@@ -34,7 +34,7 @@ from supervisor.errors import (
 )
 from supervisor.exits import NO_LIMITS, describe_exit, exit_kind
 from supervisor.forkserver import Forkserver
-from supervisor.lifecycle import Lifecycle, State
+from supervisor.lifecycle import Lifecycle
 from supervisor.output import OutputTail
 from supervisor.pipe import PipeLost, ReplyPipe
 from supervisor.usage import Usage, oom_kills
@@ -48,6 +48,11 @@ REAP_WAIT = 5.0  # seconds to wait for a killed or closing process to be reaped
 
 # What a request in flight is told when the server itself ends its env: its class and message.
 Fate = tuple[type[SupervisorError], str]
+
+def _of_life(name: str) -> Any:
+    """A read-only attribute of the handle that is its Lifecycle's `name`."""
+    return property(lambda self: getattr(self.life, name), doc=f"the env's {name}, as its Lifecycle holds it")
+
 
 class EnvHandle:
     """Owns one env's process, its pipe end and its turn (one request at a time); its state,
@@ -287,49 +292,17 @@ class EnvHandle:
 
     # --- its life, as the registry, the views and the watcher read it ---
 
-    @property
-    def state(self) -> State:
-        return self.life.state
-
-    @property
-    def cause(self) -> str | None:
-        return self.life.cause
-
-    @property
-    def death(self) -> str | None:
-        return self.life.death
-
-    @property
-    def died(self) -> float | None:
-        return self.life.died
-
-    @property
-    def steps(self) -> int:
-        return self.life.steps
-
-    @property
-    def episodes(self) -> int:
-        return self.life.episodes
-
-    @property
-    def restarts(self) -> int:
-        return self.life.restarts
-
-    @property
-    def lifetime(self) -> float:
-        return self.life.lifetime
-
-    @property
-    def created(self) -> float:
-        return self.life.created
-
-    @property
-    def last_active(self) -> float:
-        return self.life.last_active
-
-    @property
-    def owner(self) -> str:
-        return self.life.owner
+    state = _of_life("state")
+    cause = _of_life("cause")
+    death = _of_life("death")
+    died = _of_life("died")
+    steps = _of_life("steps")
+    episodes = _of_life("episodes")
+    restarts = _of_life("restarts")
+    lifetime = _of_life("lifetime")
+    created = _of_life("created")
+    last_active = _of_life("last_active")
+    owner = _of_life("owner")
 
     # --- messages ---
 

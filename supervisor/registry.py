@@ -238,7 +238,7 @@ class Registry:
 
     def fate_of(self, instance_id: str, owner: str | None = None) -> str | None:
         """What became of an id no longer listed, as far as the server remembers."""
-        return self._fates.get(instance_id, owner) if owner is not None else self._fates.get(instance_id)
+        return self._fates.get(instance_id, owner)
 
     def _on_death(self, handle: EnvHandle) -> bool:
         """An env died (not closed): count it, and restart it if it died of something a restart
