@@ -3,8 +3,6 @@
 import asyncio
 import collections
 import logging
-import os
-import signal
 import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,7 +20,6 @@ from envproc.protocol import (
     Step,
     encode,
 )
-from supervisor import cgroups
 from supervisor.errors import (
     BadRequest,
     EnvBusy,
@@ -33,11 +30,11 @@ from supervisor.errors import (
     refusal,
 )
 from supervisor.exits import NO_LIMITS, describe_exit, exit_kind
-from supervisor.forkserver import Forkserver
 from supervisor.lifecycle import Lifecycle
 from supervisor.output import OutputTail
 from supervisor.pipe import PipeLost, ReplyPipe
-from supervisor.usage import Usage, oom_kills
+from supervisor.place import Ended, Place
+from supervisor.usage import Usage
 
 log = logging.getLogger("gym_supervisor.env")
 P = TypeVar("P", bound=asyncio.BaseProtocol)
@@ -59,12 +56,12 @@ class EnvHandle:
     cause of death and counters are its Lifecycle's (`life`)."""
 
     def __init__(
-        self, forkserver: Forkserver, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None,
+        self, place: Place, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None,
         limits: EnvLimits = NO_LIMITS, lifetime: float = 0, restarts: int = 0, max_reply: int = 0,
         on_death: Callable[["EnvHandle"], bool] | None = None,
         on_exit: Callable[["EnvHandle"], None] | None = None, owner: str = "",
     ) -> None:
-        self._forkserver = forkserver
+        self._place = place
         self.life = Lifecycle(owner, lifetime, restarts)
         self.limits = limits
         self.max_reply = max_reply  # bytes an env's reply may take (0: any)
@@ -87,8 +84,7 @@ class EnvHandle:
         self._turn = asyncio.Lock()
         self.waiting = 0  # requests waiting for the turn
         self._pipe: ReplyPipe | None = None
-        self._exited: asyncio.Future[int | None] | None = None
-        self._oom_kills: int | None = None
+        self._exited: asyncio.Future[Ended] | None = None
         self.usage: Usage | None = None  # its process tree's, as the watcher read it last
         self._usage_at = 0.0  # when (monotonic)
         self.cpu_percent: float | None = None  # of one core, between the watcher's last two readings
@@ -102,33 +98,22 @@ class EnvHandle:
     async def start(self, timeout: float) -> None:
         """Start the process and build the env within `timeout`; on any failure nothing is left
         running and no descriptor is left open."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        parent_end, child_end = socket.socketpair()
-        out_end, out_child = socket.socketpair()
-        try:
-            self.pid, self._exited = await self._forkserver.spawn(child_end, out_child, timeout)
-        except BaseException:
-            parent_end.close()
-            out_end.close()
-            raise
-        finally:
-            child_end.close()  # ours only: the child's death must read as EOF here
-            out_child.close()
-        self._oom_kills = oom_kills()  # the evidence, should a SIGKILL from outside end it
+        deadline = asyncio.get_running_loop().time() + timeout
+        launched = await self._place.launch(self.limits, f"{self.instance_id}-{self.restarts}", timeout)
+        self.pid, self.limits, self._exited = launched.pid, launched.limits, launched.ended
         self._exited.add_done_callback(self._on_exit)
         try:
             if self.cause is not None:  # killed while it was being forked (the server stops)
                 raise self._gone()
-            self.output = await _adopt(out_end, OutputTail)
-            self._pipe = await _adopt(parent_end, lambda: ReplyPipe(self._on_fault, self._settled, self.max_reply))
+            self.output = await _adopt(launched.output, OutputTail)
+            self._pipe = await _adopt(launched.pipe, lambda: ReplyPipe(self._on_fault, self._settled, self.max_reply))
             await self.call(Make, timeout, deadline=deadline, env_id=self.env_id, kwargs=self.kwargs,
                             seed=self.seed, limits=self.limits)
             if self.cause is not None:  # it died between its make's reply and now
                 raise self._gone()
             self.life.ready()
         except BaseException as exc:
-            for end, adopted in ((out_end, self.output), (parent_end, self._pipe)):
+            for end, adopted in ((launched.output, self.output), (launched.pipe, self._pipe)):
                 if adopted is None:  # an adopted one is its transport's to close (in _release)
                     end.close()
             self._closing = True  # not an env's death: a create that failed, told to its client
@@ -262,6 +247,11 @@ class EnvHandle:
         if self.cpu_percent is not None and (not self.history or now - self.history[-1][0] >= HISTORY_EVERY):
             self.history.append((now, self.cpu_percent, used.rss_bytes))
 
+    @property
+    def place(self) -> Place:
+        """Where its process runs (the backend's business; the views read its `node`)."""
+        return self._place
+
     def past_lifetime(self, now: float) -> bool:
         return self.life.past_lifetime(now)
 
@@ -275,6 +265,7 @@ class EnvHandle:
             "env_id": self.env_id,
             "state": self.state.value,
             "pid": self.pid,
+            "node": self._place.node,
             "created": self.created,
             "last_active": self.last_active,
             "steps": self.steps,
@@ -344,16 +335,8 @@ class EnvHandle:
         The group is signalled even after the env is reaped: its helpers live on in it, and a
         group id is not given to a new process while the group has members.
         """
-        if self.pid is None:
-            return
-        reaped = self._exited is not None and self._exited.done()
-        for send in (os.killpg,) if reaped else (os.killpg, os.kill):  # kill: in case setsid() had not run
-            try:
-                send(self.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        if self.limits.cgroup:
-            cgroups.kill_all(self.limits.cgroup)  # helpers that left the group with setsid() too
+        if self.pid is not None:
+            self._place.kill(self.pid, self.limits.cgroup, self._exited is not None and self._exited.done())
 
     def _settled(self) -> None:
         """The env answered its request (or is gone): the next one may be sent."""
@@ -368,10 +351,12 @@ class EnvHandle:
             self._set_cause(f"was killed after {timeout:g} s without a reply", "timeout")
             self._signal_group()
 
-    def _on_exit(self, exited: "asyncio.Future[int | None]") -> None:
-        before, now = self._oom_kills, oom_kills()
-        oom = None if None in (before, now) else now != before
-        self._set_cause(describe_exit(exited.result(), self.limits, oom), exit_kind(exited.result(), self.limits, oom))
+    def _on_exit(self, exited: "asyncio.Future[Ended]") -> None:
+        code, oom, lost = exited.result()
+        if lost:
+            self._set_cause(lost, "node_lost")
+        else:
+            self._set_cause(describe_exit(code, self.limits, oom), exit_kind(code, self.limits, oom))
         self._signal_group()  # however it ended, nothing it spawned outlives it
         if self._on_exit_hook is not None:
             self._on_exit_hook(self)
@@ -410,10 +395,15 @@ async def _adopt(sock: socket.socket, factory: Callable[[], P]) -> P:
     """Read one end of a socket pair with an asyncio protocol on the event loop.
 
     A socket, not a pipe: uvloop closes a pipe's descriptor twice (libuv, then the file
-    object), which in a threaded process can close another thread's new descriptor.
+    object), which in a threaded process can close another thread's new descriptor. A TCP
+    socket where the env runs on another node.
     """
+    loop = asyncio.get_running_loop()
     try:
-        _, protocol = await asyncio.get_running_loop().create_unix_connection(factory, sock=sock)
+        if sock.family == socket.AF_UNIX:
+            _, protocol = await loop.create_unix_connection(factory, sock=sock)
+        else:
+            _, protocol = await loop.create_connection(factory, sock=sock)
     except BaseException:
         sock.close()
         raise

@@ -5,7 +5,7 @@ import enum
 import time
 
 # Why an env died, in one word (the metrics' label): one of DEATHS.
-DEATHS = ("crash", "timeout", "memory", "cpu", "admin_kill", "idle", "lifetime", "crash_loop")
+DEATHS = ("crash", "timeout", "memory", "cpu", "node_lost", "admin_kill", "idle", "lifetime", "crash_loop")
 
 
 class State(enum.Enum):

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gym_supervisor.env")
 
-RESTARTED = {"crash", "timeout", "memory", "cpu"}  # deaths a restart policy answers; the server's own ends it does not
+RESTARTED = {"crash", "timeout", "memory", "cpu", "node_lost"}  # deaths a restart policy answers; the server's own ends it does not
 
 
 class Restarter:

@@ -182,7 +182,7 @@ def test_metrics_count_deaths_by_cause_and_requests_by_route_template(lab: Lab) 
         after = deaths(text)
         for cause in ("crash", "timeout", "admin_kill"):
             assert after[cause] == before[cause] + 1, (cause, before, after)
-        assert set(after) == {"crash", "timeout", "memory", "cpu", "admin_kill", "idle", "lifetime", "crash_loop"}
+        assert set(after) == {"crash", "timeout", "memory", "cpu", "node_lost", "admin_kill", "idle", "lifetime", "crash_loop"}
         step = 'method="POST",path="/v1/envs/{instance_id}/step"'
         for status in (502, 504):
             assert re.search(r'gym_supervisor_requests_total\{[^}]*' + re.escape(step) + f',status_code="{status}"', text)
