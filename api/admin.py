@@ -23,7 +23,7 @@ from api.settings import Settings
 from supervisor.handle import EnvHandle
 from supervisor.registry import Registry
 
-ROW = ("instance_id", "owner", "env_id", "state", "pid", "cpu_percent", "rss_bytes", "created", "last_active",
+ROW = ("instance_id", "owner", "env_id", "state", "pid", "node", "cpu_percent", "rss_bytes", "created", "last_active",
        "steps", "episodes", "waiting", "restarts", "cause")
 
 
@@ -89,6 +89,8 @@ async def admin_stats(request: Request) -> Response[Stats]:
         by_user[h.owner][h.state.value] += 1
     own = resource.getrusage(resource.RUSAGE_SELF)
     return answer(request, {
+        "backend": registry.backend.name,
+        "nodes": registry.backend.nodes(),
         "envs": dict(collections.Counter(h.state.value for h in handles)),
         "envs_by_user": {user: dict(states) for user, states in sorted(by_user.items())},
         "live_envs": registry.live(),

@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         from supervisor.errors import SupervisorError
     except ImportError as exc:
         parser.error(f"the server needs its own dependencies ({exc}): pip install 'gym-supervisor[server]'")
+    if settings.backend != "ray" and (settings.ray_address or settings.ray_agent_host):
+        parser.error("--ray-address and --ray-agent-host are for --backend ray")
     users = None
     if settings.users is not None:
         try:

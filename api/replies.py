@@ -32,7 +32,8 @@ class EnvInfo(msgspec.Struct):
     owner: str
     env_id: str
     state: str  # starting, ready, busy, dead, closed
-    pid: int | None
+    pid: int | None  # on its node, with --backend ray
+    node: str  # with --backend ray, the address of the node it runs on ("" on this machine)
     created: float
     last_active: float
     steps: int
@@ -96,6 +97,7 @@ class AdminRow(msgspec.Struct):
     env_id: str
     state: str
     pid: int | None
+    node: str
     cpu_percent: float | None
     rss_bytes: int | None
     created: float
@@ -106,7 +108,7 @@ class AdminRow(msgspec.Struct):
     restarts: int
     cause: str | None
     died: float | None
-    death: str | None  # the cause's kind: crash, timeout, memory, cpu, admin_kill, idle, lifetime, crash_loop
+    death: str | None  # the cause's kind: crash, timeout, memory, cpu, node_lost, admin_kill, idle, lifetime, crash_loop
     renders: bool  # made with render_mode rgb_array: its frame is at /v1/envs/{id}/render
     history: list[list[float]]  # [seconds ago, CPU percent, RSS bytes], oldest first
 
@@ -129,7 +131,19 @@ class ServerUsage(msgspec.Struct):
     tasks: int  # asyncio tasks: one per request or session in flight, none per idle env
 
 
+class NodeInfo(msgspec.Struct):
+    node: str  # its address
+    node_id: str  # Ray's
+    agent: str  # where its agent listens
+    agent_pid: int  # on the node
+    cpus: float
+    envs: int  # env processes alive there
+    lost: str | None  # why the server no longer uses it
+
+
 class Stats(msgspec.Struct):
+    backend: str  # local or ray
+    nodes: list[NodeInfo]  # with --backend ray: each node with an agent (none for local)
     envs: dict[str, int]  # by state
     envs_by_user: dict[str, dict[str, int]]
     live_envs: int

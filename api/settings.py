@@ -103,6 +103,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         bool, Meta(description="let a server without --users listen beyond loopback, where anyone who reaches "
                                "the port may do anything")
     ] = False
+    backend: Annotated[
+        Literal["local", "ray"], Meta(description="where env processes run: forked on this machine, or on the "
+                                                  "nodes of a Ray cluster (needs gym-supervisor[ray])")
+    ] = "local"
+    ray_address: Annotated[
+        str, Meta(description="with --backend ray: the Ray cluster to join, as 'ray start' printed it (left running "
+                              "when the server stops; default: start a Ray instance on this machine, and stop it)")
+    ] | None = None
+    ray_agent_host: Annotated[
+        str, Meta(description="with --backend ray: the address each node's agent listens on for this server "
+                              "(default: the node's address in Ray; 127.0.0.1 only for a cluster on one machine)")
+    ] | None = None
     data_dir: Annotated[str, Meta(description="monitor directories are confined under this directory (each "
                                               "user's under their name)")] = "data"
     data_dir_max_mb: Annotated[

@@ -49,5 +49,9 @@ class Backend(Protocol):
     def sweep(self) -> None:
         """Free what ended envs left behind (blocking; the watcher's thread calls it)."""
 
+    def nodes(self) -> list[dict[str, Any]]:
+        """The machines envs run on beside this one, for the admin's views (none for local)."""
+        ...
+
     async def close(self) -> None:
         """Once every env is closed: stop what the backend runs itself."""

@@ -28,5 +28,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     env_user: str | None = None  # the user env code runs as
     env_uid_range: str | None = None  # or START:COUNT, a uid of its own for each env
     env_no_network: bool = False  # each env in a network namespace of its own
+    backend: str = "local"  # where env processes run: "local" (forked here) or "ray" (on a Ray cluster's nodes)
+    ray_address: str | None = None  # the Ray cluster to join (None: start a local instance, and stop it after)
+    ray_agent_host: str | None = None  # where each node's agent listens (None: the node's address in Ray)
     data_dir: str = "data"  # where monitors write
     data_dir_max_mb: int | None = None  # past it no new monitor, and running ones close; 0: none; None: a tenth of its fs

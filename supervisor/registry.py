@@ -57,7 +57,13 @@ class Registry:
             max_procs=default_max_procs() if limits.max_procs is None else limits.max_procs,
         )
         self.data_dir = DataDir(limits.data_dir, limits.data_dir_max_mb)
-        self.backend: Backend = LocalBackend(limits, self.data_dir, address_space)  # where env processes run
+        self.backend: Backend  # where env processes run
+        if limits.backend == "ray":
+            from supervisor.cluster import RayBackend  # Ray is an extra: imported only when asked for
+
+            self.backend = RayBackend(limits, self.data_dir.path, address_space)
+        else:
+            self.backend = LocalBackend(limits, self.data_dir.path, address_space)
         self._envs: dict[str, EnvHandle] = {}
         self._starting: set[EnvHandle] = set()
         self._fates = Fates()

@@ -91,13 +91,75 @@ def wait_answering(proc: subprocess.Popen, url: str, log: Path, timeout: float =
         time.sleep(0.05)
 
 
+@dataclass
+class RayServer(Server):
+    """A server with --backend ray: its envs are the children of its agents, not its own."""
+
+    def agents(self) -> list[dict]:
+        return httpx.get(f"{self.url}/v1/admin/stats", timeout=10).json()["nodes"]
+
+    def descendants(self) -> set[int]:
+        kids = super().descendants()
+        for node in self.agents():
+            try:
+                kids |= {p.pid for p in psutil.Process(node["agent_pid"]).children(recursive=True)}
+            except psutil.NoSuchProcess:
+                pass
+        return kids
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def ray_cluster() -> Iterator[str]:
+    """A Ray cluster of two simulated nodes of one CPU each, started once for the session: its address."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        yield cluster.address
+    finally:
+        cluster.shutdown()
+
+
+def start_ray_server(tmp: Path, address: str, *extra: str) -> RayServer:
+    """The installed server with --backend ray on the cluster at `address`, its agents on loopback."""
+    srv = start_server(tmp, "--backend", "ray", "--ray-address", address, "--ray-agent-host", "127.0.0.1", *extra)
+    return RayServer(srv.proc, srv.url, srv.data_dir, srv.log, srv.extra)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module with BOTH_BACKENDS = True runs its `server` tests on the local backend and on Ray."""
+    if getattr(metafunc.module, "BOTH_BACKENDS", False) and "server" in metafunc.fixturenames:
+        metafunc.parametrize("backend", ["local", "ray"], scope="session")
+
+
+@pytest.fixture(scope="session")
+def backend() -> str:
+    return "local"
+
+
+@pytest.fixture(scope="session")
+def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("server"))
     try:
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_server(tmp_path_factory: pytest.TempPathFactory, ray_cluster: str) -> Iterator[RayServer]:
+    srv = start_ray_server(tmp_path_factory.mktemp("ray-server"), ray_cluster)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def server(backend: str, request: pytest.FixtureRequest) -> Server:
+    return request.getfixturevalue("ray_server" if backend == "ray" else "local_server")
 
 
 @pytest.fixture()

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import Server, create, faulty, gone
 
 pytestmark = pytest.mark.timeout(60)
+BOTH_BACKENDS = True  # every fault on this machine and on a Ray cluster's node
 
 SHORT = {"X-Request-Timeout": "1"}  # only where running out of time is the outcome under test
 LONG = {"X-Request-Timeout": "30"}

@@ -9,6 +9,7 @@ import pytest
 from tests.conftest import create
 
 pytestmark = pytest.mark.timeout(60)
+BOTH_BACKENDS = True  # the v1 API on this machine and on a Ray cluster's nodes
 
 
 def test_create_lists_and_close_forgets(client: httpx.Client) -> None:
