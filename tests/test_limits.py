@@ -8,19 +8,22 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import Server, create, faulty, gone, start_server
+from tests.conftest import Server, create, faulty, gone, start_ray_server, start_server
 
 pytestmark = pytest.mark.timeout(60)
 
 LONG = {"X-Request-Timeout": "30"}
 
 
-@pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    srv = start_server(
-        tmp_path_factory.mktemp("limited"),
-        "--env-memory-mb", "150", "--env-cpu-seconds", "1", "--env-max-files", "64",
-    )
+@pytest.fixture(scope="module", params=["local", "ray"])
+def limited(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
+    """The same limits on this machine, and on a Ray cluster's nodes (their agents enforce them)."""
+    flags = ("--env-memory-mb", "150", "--env-cpu-seconds", "1", "--env-max-files", "64")
+    tmp = tmp_path_factory.mktemp("limited")
+    if request.param == "ray":
+        srv = start_ray_server(tmp, request.getfixturevalue("ray_cluster"), *flags)
+    else:
+        srv = start_server(tmp, *flags)
     try:
         with httpx.Client(base_url=srv.url, timeout=60) as c:
             c.server = srv  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ from tests.conftest import ROOT, Server, create, faulty
 from tests.lab import Lab, lab_fixture
 
 pytestmark = pytest.mark.timeout(60)
+BOTH_BACKENDS = True  # on this machine and on a Ray cluster's nodes
 
 MSGPACK = "application/msgpack"
 ASK = {"Accept": MSGPACK}

@@ -8,6 +8,7 @@ import pytest
 from tests.conftest import Server, create, faulty
 
 pytestmark = pytest.mark.timeout(60)
+BOTH_BACKENDS = True  # on this machine and on a Ray cluster's nodes
 
 
 def test_flood_blocks_neither_the_env_nor_the_server(client: httpx.Client, server: Server) -> None:

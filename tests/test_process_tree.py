@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import create, faulty, gone, start_server
 
 pytestmark = pytest.mark.timeout(60)
+BOTH_BACKENDS = True  # on this machine and on a Ray cluster's nodes
 
 
 @pytest.mark.parametrize("how", ["close", "crash", "timeout"])

@@ -13,6 +13,7 @@ from supervisor.restart import RestartPolicy, crash_loop
 from tests.conftest import Server, create, faulty, gone, start_server
 
 pytestmark = pytest.mark.timeout(60)
+BOTH_BACKENDS = True  # on this machine and on a Ray cluster's nodes
 
 
 def test_restart_by_hand_keeps_the_id_and_starts_a_fresh_process(client: httpx.Client) -> None:

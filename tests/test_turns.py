@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import create, faulty
 
 pytestmark = pytest.mark.timeout(60)
+BOTH_BACKENDS = True  # on this machine and on a Ray cluster's nodes
 
 
 def test_a_queued_request_times_out_without_running_or_killing_the_env(client: httpx.Client, tmp_path: Path) -> None:
