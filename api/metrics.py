@@ -100,6 +100,17 @@ class EnvCollector:
         for cause, count in self.registry.deaths.items():
             deaths.add_metric([cause], count)
         yield deaths
+        nodes = self.registry.backend.nodes()  # with --backend ray; none on this machine
+        if nodes:
+            on_node = GaugeMetricFamily(f"{PREFIX}_node_envs", "Env processes alive on each cluster node "
+                                        "(its address and Ray's id; lost: 0)", labels=["node", "node_id"])
+            up = GaugeMetricFamily(f"{PREFIX}_node_up", "1 while the server uses a cluster node's agent, 0 once "
+                                   "it is lost", labels=["node", "node_id"])
+            for node in nodes:
+                on_node.add_metric([node["node"], node["node_id"]], node["envs"])
+                up.add_metric([node["node"], node["node_id"]], 0 if node["lost"] else 1)
+            yield on_node
+            yield up
 
 
 def watch(registry: Registry) -> None:

@@ -368,7 +368,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000, help="per latency measurement")
     ap.add_argument("--envs", type=int, default=100, help="idle envs for the memory figure")
     ap.add_argument("--scale", default="100,500,1000", help="levels of idle envs to measure among (comma-separated)")
+    ap.add_argument("--backend", choices=["local", "ray"], default="local",
+                    help="ray: the Ray backend beside the local one (scripts/bench_ray.py), and nothing else")
+    ap.add_argument("--ray-address", help="with --backend ray: join this cluster (default: the server starts Ray here)")
+    ap.add_argument("--ray-agent-host", default="127.0.0.1",
+                    help="with --backend ray: where the agents listen (127.0.0.1: a cluster on this machine)")
     args = ap.parse_args()
+    if args.backend == "ray":
+        import bench_ray
+
+        bench_ray.main(args)
+        return
     levels = [int(n) for n in args.scale.split(",") if n]
 
     tmp = Path(tempfile.mkdtemp(prefix="gym-supervisor-bench-"))

@@ -135,6 +135,11 @@ def test_admin_views_name_each_env_s_node(ray_server: RayServer) -> None:
         row = rows(c)[iid]
         assert row["node"] in {n["node"] for n in stats["nodes"]}
         assert c.get(f"/v1/envs/{iid}/").json()["node"] == row["node"]
+        metrics = c.get("/metrics").text
+        for node in stats["nodes"]:
+            labels = f'node="{node["node"]}",node_id="{node["node_id"]}"'
+            assert f"gym_supervisor_node_up{{{labels}}} 1.0" in metrics
+            assert f"gym_supervisor_node_envs{{{labels}}} {float(node['envs'])}" in metrics
         c.post(f"/v1/envs/{iid}/close/")
 
 
