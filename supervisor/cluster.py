@@ -54,14 +54,15 @@ class RayBackend:
         # What each agent enforces: the server's limits, paths made absolute (a node has no working directory of ours).
         self._agent_limits = msgspec.structs.replace(limits, data_dir=data_dir, env_path=self._env_path[1:])
         self._nodes: dict[str, Node] = {}  # Ray node id -> its current agent's Node
-        self._failed: dict[str, float] = {}  # node id -> when its agent last failed to start
+        self._failed: dict[str, float] = {}  # node id -> when its agent last failed to start (or be reached)
+        self._unreached: set[Node] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scanning: asyncio.Task[None] | None = None
         try:
             if limits.ray_address:
-                ray.init(address=limits.ray_address, logging_level=logging.WARNING, log_to_driver=False)
+                ray.init(address=limits.ray_address, logging_level=logging.WARNING, log_to_driver=True)
             else:
-                ray.init(logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
+                ray.init(logging_level=logging.WARNING, log_to_driver=True, include_dashboard=False)
         except Exception as exc:
             where = limits.ray_address or "a new local instance"
             raise ConfigError(f"--backend ray: could not connect to Ray ({where}): {exc}") from None
@@ -169,6 +170,10 @@ class RayBackend:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         alive = {n["NodeID"]: n for n in self._ray.nodes() if n.get("Alive")}
+        for node_id, node in self._nodes.items():
+            if node.lost is not None and not node.reached and node not in self._unreached:
+                self._unreached.add(node)  # as an agent that failed to start: tried again later
+                self._failed[node_id] = time.monotonic()
         dead = [node_id for node_id, node in self._nodes.items() if node_id not in alive and node.lost is None]
         wanted = [
             n for node_id, n in alive.items()

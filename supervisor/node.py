@@ -16,6 +16,8 @@ from supervisor.usage import Usage
 
 log = logging.getLogger("gym_supervisor.cluster")
 
+CONNECT_TIMEOUT = 10.0  # seconds to reach an agent; past them its node is lost (unreachable)
+
 
 class Node:
     """Owns the control connection to one agent, the launches and usage readings it waits for,
@@ -31,6 +33,7 @@ class Node:
         self.actor = actor  # Ray's handle of the agent, to end it
         self._secret = secret
         self.lost: str | None = None  # why it is no longer used
+        self.reached = False  # its control connection was made once
         self.launching = 0
         self._writer: asyncio.StreamWriter | None = None
         self._connected: asyncio.Future[None] | None = None
@@ -164,7 +167,13 @@ class Node:
     async def _serve(self) -> None:
         assert self._connected is not None
         try:
-            reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            try:
+                reader, self._writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
+                                                              CONNECT_TIMEOUT)
+            except (TimeoutError, OSError) as exc:
+                self.lose(f"its agent at {self.host}:{self.port} could not be reached: {str(exc) or type(exc).__name__}")
+                return
+            self.reached = True
             sock = self._writer.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             self._writer.write(wire.pack(wire.Hello(self._secret, "control")))
