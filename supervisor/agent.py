@@ -20,6 +20,7 @@ log = logging.getLogger("gym_supervisor.agent")
 
 HELLO_TIMEOUT = 10.0  # seconds a new connection has to say who it is
 PARKED_FOR = 30.0  # seconds an env's connection waits for its launch
+MAX_GREETING = 256  # connections at once that have not said who they are; past it new ones are closed
 
 
 class Agent:
@@ -37,6 +38,7 @@ class Agent:
         self._parked: dict[tuple[int, str], asyncio.Future[socket.socket]] = {}
         self._live: dict[int, Any] = {}  # pid -> its EnvLimits
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._greeting = 0  # connections yet to say who they are
 
     async def serve(self, host: str) -> tuple[str, int, int]:
         """Start the forkserver and listen on `host`: the address, port and this process's pid.
@@ -69,18 +71,29 @@ class Agent:
         loop = asyncio.get_running_loop()
         assert self._listener is not None
         while True:
-            conn, _ = await loop.sock_accept(self._listener)
+            try:
+                conn, _ = await loop.sock_accept(self._listener)
+            except OSError as exc:  # out of descriptors, say: the next accept may do, and must be tried
+                log.warning("agent_accept_failed reason=%r", str(exc))
+                await asyncio.sleep(0.1)
+                continue
+            if self._greeting >= MAX_GREETING:  # strangers holding connections open must not starve the server's
+                conn.close()
+                continue
             conn.setblocking(False)
             self._spawn(self._greet(conn))
 
     async def _greet(self, conn: socket.socket) -> None:
         """Read a new connection's Hello: a control connection is served; an env's waits for
         its launch. Anything else is closed."""
+        self._greeting += 1
         try:
             hello = await asyncio.wait_for(wire.read_first(conn), HELLO_TIMEOUT)
         except (TimeoutError, ConnectionError, OSError, wire.BadFrame):
             conn.close()
             return
+        finally:
+            self._greeting -= 1
         if not isinstance(hello, wire.Hello) or not hmac.compare_digest(hello.secret.encode(), self._secret.encode()):
             log.warning("agent_refused peer=%s", _peer(conn))
             conn.close()
@@ -121,7 +134,7 @@ class Agent:
                         self._spawn(self._measure(seq, pids))
                     case wire.Sweep():
                         assert self._backend is not None
-                        self._spawn(asyncio.get_running_loop().run_in_executor(None, self._backend.sweep))
+                        self._backend.sweep()  # a few rmdirs, on the loop that releases cgroups too
         except (asyncio.IncompleteReadError, ConnectionError, OSError, wire.BadFrame) as exc:
             log.info("agent_server_gone reason=%r envs=%d", str(exc) or type(exc).__name__, len(self._live))
         finally:
@@ -149,6 +162,8 @@ class Agent:
                     pipe, output = await asyncio.gather(*ends)
             except TimeoutError:
                 raise OSError("its connections did not arrive in time") from None
+            for role in ("pipe", "output"):  # ours now: no timer may close them
+                self._parked.pop((launch.token, role), None)
             for end in (pipe, output):
                 end.setblocking(True)  # the env process reads and writes them as blocking files
             limits = backend.placed(launch.limits, launch.label)
@@ -166,6 +181,8 @@ class Agent:
                 else:
                     end.cancel()
         self._live[pid] = limits
+        if self._writer is None:  # the server went away during the fork: nobody will use it
+            self._kill(pid)
         self._send(wire.Forked(launch.token, pid, limits))
         ended.add_done_callback(lambda done: self._exited(pid, done.result()))
 

@@ -19,6 +19,7 @@ from envproc.protocol import EnvLimits
 from supervisor.usage import Usage
 
 MAX_FRAME = 1 << 20  # the largest message: a usage report of thousands of envs fits easily
+MAX_HELLO = 1 << 10  # the largest first message: a stranger's may cost the agent no more
 _LENGTH = struct.Struct("!I")
 
 
@@ -118,7 +119,7 @@ async def read_first(sock: socket.socket) -> Message:
     follows is the env process's to read."""
     header = await _exactly(sock, _LENGTH.size)
     (size,) = _LENGTH.unpack(header)
-    if size > MAX_FRAME:
+    if size > MAX_HELLO:
         raise BadFrame(f"a message of {size} bytes")
     return _unpack(await _exactly(sock, size))
 

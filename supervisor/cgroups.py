@@ -5,6 +5,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 
 log = logging.getLogger("gym_supervisor.cgroups")
@@ -34,6 +35,7 @@ class PidsCgroups:
         self.max_procs = max_procs
         self.base: Path | None = None
         self._pending: set[str] = set()
+        self._lock = threading.Lock()  # sweep runs in the watcher's thread; release on the loop
         root = _pids_root() if max_procs or max_procs_total else None
         if root is None:
             if max_procs or max_procs_total:
@@ -70,18 +72,24 @@ class PidsCgroups:
         """Remove an env's cgroup, now or, while its last processes are still being reaped, at a
         later sweep (the kernel refuses to remove a cgroup with members)."""
         if path is not None and not _rmdir(path):
-            self._pending.add(path)
+            with self._lock:
+                self._pending.add(path)
 
     def sweep(self) -> None:
         """Retry the removals the kernel refused so far."""
-        self._pending = {p for p in self._pending if not _rmdir(p)}
+        with self._lock:
+            pending = list(self._pending)
+        removed = {p for p in pending if _rmdir(p)}
+        with self._lock:
+            self._pending -= removed
 
     async def close(self) -> None:
         """Remove this server's cgroups, retrying for a bounded while as the last members go."""
         if self.base is None:
             return
         base, self.base = self.base, None  # once: shutdown may close everything twice
-        self._pending |= {str(p) for p in base.iterdir() if p.is_dir()}
+        with self._lock:
+            self._pending |= {str(p) for p in base.iterdir() if p.is_dir()}
         for _ in range(40):  # no event tells when a cgroup empties: look again, 2 s at most
             self.sweep()
             if not self._pending and _rmdir(str(base)):

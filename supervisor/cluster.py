@@ -55,7 +55,7 @@ class RayBackend:
         self._agent_limits = msgspec.structs.replace(limits, data_dir=data_dir, env_path=self._env_path[1:])
         self._nodes: dict[str, Node] = {}  # Ray node id -> its current agent's Node
         self._failed: dict[str, float] = {}  # node id -> when its agent last failed to start (or be reached)
-        self._unreached: set[Node] = set()
+        self._retired: set[Node] = set()  # lost nodes whose agents were ended
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scanning: asyncio.Task[None] | None = None
         try:
@@ -66,8 +66,12 @@ class RayBackend:
         except Exception as exc:
             where = limits.ray_address or "a new local instance"
             raise ConfigError(f"--backend ray: could not connect to Ray ({where}): {exc}") from None
+        if not limits.env_no_network:
+            log.warning("ray_env_network_open reason='env code can reach Ray on its node (a cluster that does not "
+                        "require Ray's token lets it run code on every node as Ray's user)' "
+                        "advice='give --env-no-network, with --env-user or --env-uid-range, for env code you do not trust'")
         self._agent = ray.remote(num_cpus=0, max_restarts=0)(Agent)
-        _, new = self._scan()
+        new = self._start_agents()
         if not new:
             ray.shutdown()
             raise ConfigError("--backend ray: no node of the Ray cluster started an agent (see the log)")
@@ -133,9 +137,10 @@ class RayBackend:
         """Once every env is closed: end the agents, and the Ray instance if the server started it."""
         if self._scanning is not None:
             self._scanning.cancel()
-        for node in self._nodes.values():
+        nodes = list(self._nodes.values())
+        for node in nodes:
             node.close()
-        await asyncio.get_running_loop().run_in_executor(None, self._shutdown, list(self._nodes.values()))
+        await asyncio.get_running_loop().run_in_executor(None, self._shutdown, nodes)
 
     # --- nodes ---
 
@@ -155,26 +160,38 @@ class RayBackend:
         while True:
             await asyncio.sleep(SCAN_EVERY)
             try:
-                dead, new = await loop.run_in_executor(None, self._scan)
+                for node_id in await loop.run_in_executor(None, self._dead):  # first: their envs' requests wait
+                    self._nodes[node_id].lose("Ray reports the node dead")
+                await loop.run_in_executor(None, self._retire)
+                for node in await loop.run_in_executor(None, self._start_agents):
+                    self._add(node)
             except Exception as exc:  # Ray itself unreachable: keep what we have, look again later
                 log.warning("ray_scan_failed reason=%r", str(exc))
-                continue
-            for node_id in dead:
-                self._nodes[node_id].lose("Ray reports the node dead")
-            for node in new:
-                self._add(node)
 
-    def _scan(self) -> tuple[list[str], list[Node]]:
-        """(blocking) The nodes of ours Ray reports dead, and an agent started on each live node
-        that lacks one."""
+    def _dead(self) -> list[str]:
+        """(blocking) Our live nodes that Ray reports dead."""
+        alive = {n["NodeID"] for n in self._ray.nodes() if n.get("Alive")}
+        return [node_id for node_id, node in self._nodes.items() if node_id not in alive and node.lost is None]
+
+    def _retire(self) -> None:
+        """(blocking) End the agents of lost nodes (one may live on, cut off), before a node gets a
+        new one: two agents of one server must not hand out the same uids there."""
+        for node_id, node in self._nodes.items():
+            if node.lost is None or node in self._retired:
+                continue
+            self._retired.add(node)
+            if not node.reached:  # as an agent that failed to start: tried again later
+                self._failed[node_id] = time.monotonic()
+            try:
+                self._ray.kill(node.actor)
+            except Exception:
+                pass  # gone already
+
+    def _start_agents(self) -> list[Node]:
+        """(blocking) An agent started on each live node that lacks one; their Nodes."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         alive = {n["NodeID"]: n for n in self._ray.nodes() if n.get("Alive")}
-        for node_id, node in self._nodes.items():
-            if node.lost is not None and not node.reached and node not in self._unreached:
-                self._unreached.add(node)  # as an agent that failed to start: tried again later
-                self._failed[node_id] = time.monotonic()
-        dead = [node_id for node_id, node in self._nodes.items() if node_id not in alive and node.lost is None]
         wanted = [
             n for node_id, n in alive.items()
             if (node_id not in self._nodes or self._nodes[node_id].lost is not None)
@@ -199,7 +216,7 @@ class RayBackend:
                 continue
             new.append(Node(n["NodeID"], n["NodeManagerAddress"], host, port, self._secret, pid,
                             n.get("Resources", {}).get("CPU", 1.0), actor))
-        return dead, new
+        return new
 
     async def _measure(self, handles: list[EnvHandle]) -> list[Usage | None]:
         by_node: dict[Node, list[int]] = {}
@@ -221,10 +238,10 @@ class RayBackend:
     def _shutdown(self, nodes: list[Node]) -> None:
         """(blocking) End every agent (its forkserver, and any env process left, die with it);
         leave the cluster, stopping Ray if the server started it."""
-        try:  # each kills what is left on its node and frees its cgroups
-            self._ray.get([node.actor.close.remote() for node in nodes], timeout=CLOSE_TIMEOUT)
-        except Exception:
-            pass
+        # Each live agent kills what is left on its node and frees its cgroups; a dead one holds up none.
+        closing = [node.actor.close.remote() for node in nodes if node not in self._retired]
+        if closing:
+            self._ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT)
         for node in nodes:
             try:
                 self._ray.kill(node.actor)

@@ -39,7 +39,8 @@ class Node:
         self._connected: asyncio.Future[None] | None = None
         self._reading: asyncio.Task[None] | None = None
         self._tokens = itertools.count(1)
-        self._forks: dict[int, asyncio.Future[tuple[int, EnvLimits]]] = {}
+        # token -> the forked process's pid, limits and end, once the agent says so
+        self._forks: dict[int, asyncio.Future[tuple[int, EnvLimits, asyncio.Future[Ended]]]] = {}
         self._ends: dict[int, asyncio.Future[Ended]] = {}  # pid -> how it ends
         self._readings: dict[int, asyncio.Future[list[Usage | None]]] = {}
 
@@ -72,22 +73,21 @@ class Node:
                 for role in ("pipe", "output"):
                     ends.append(await self._open(role, token))
                 self._send(wire.Launch(token, label, limits, timeout))
-                pid, limits = await fork
-        except TimeoutError:
+                pid, limits, ended = await fork
+        except BaseException as exc:
             for end in ends:
                 end.close()
-            raise ServerBusy(f"the agent of node {self.node} did not start the env within {timeout:g} s; retry") from None
-        except BaseException:
-            for end in ends:
-                end.close()
+            if fork.done() and not fork.cancelled() and fork.exception() is None:  # forked, but too late
+                self._send(wire.Kill(fork.result()[0]))
+            if isinstance(exc, TimeoutError):
+                raise ServerBusy(f"the agent of node {self.node} did not start the env within {timeout:g} s; "
+                                 "retry") from None
+            if isinstance(exc, OSError):  # its port refused or dropped us: the agent is gone or going
+                raise ServerBusy(f"node {self.node}'s agent could not be reached ({exc.strerror or exc}); retry") from None
             raise
         finally:
             self.launching -= 1
             self._forks.pop(token, None)
-        ended = self._ends.get(pid)
-        if ended is None:  # the node was lost as the fork was told
-            ended = asyncio.get_running_loop().create_future()
-            ended.set_result(Ended(None, None, lost=f"ended with its node: node {self.node} lost ({self.lost})"))
         return Launched(pid, limits, ended, ends[0], ends[1])
 
     def kill(self, pid: int, cgroup: str | None, reaped: bool) -> None:
@@ -191,10 +191,10 @@ class Node:
     def _take(self, message: wire.Message) -> None:
         match message:
             case wire.Forked(token=token, pid=pid, limits=limits):
-                self._ends[pid] = asyncio.get_running_loop().create_future()
+                ended = self._ends[pid] = asyncio.get_running_loop().create_future()
                 fork = self._forks.get(token)
                 if fork is not None and not fork.done():
-                    fork.set_result((pid, limits))
+                    fork.set_result((pid, limits, ended))  # its end too: it may come before the launch resumes
                 else:  # its create gave up meanwhile
                     self._send(wire.Kill(pid))
             case wire.ForkFailed(token=token, reason=reason):

@@ -2,10 +2,13 @@
 agents' port against strangers, and the command's refusals."""
 
 import os
+import pwd
+import shutil
 import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -92,6 +95,34 @@ def test_a_lost_node_s_envs_answer_502_then_410_and_the_rest_go_on(tmp_path: Pat
     finally:
         srv.stop()
     assert all(gone(pid) for pid in everything)  # agents, forkservers, envs, helpers: nothing is left
+
+
+def test_env_code_on_every_node_runs_as_the_env_user_without_network(tmp_path: Path, ray_cluster: str) -> None:
+    data = Path(tempfile.mkdtemp(prefix="gym-supervisor-ray-"))
+    data.chmod(0o755)
+    # --env-user, not a uid range: these two nodes share one machine, and a range's uids are per node
+    srv = start_ray_server(tmp_path, ray_cluster, "--env-user", "nobody", "--env-no-network", "--data-dir", str(data))
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            seen = {}
+            for _ in range(2):  # one on each node
+                agent = srv.agents()[0]
+                port = int(agent["agent"].rsplit(":", 1)[1])
+                iid = create(c, faulty("Probes"), kwargs={"connect_port": port, "setns_pid": agent["agent_pid"],
+                                                          "read": "/root/.ray/auth_token"})
+                info = c.post(f"/v1/envs/{iid}/reset/").json()["info"]
+                seen[agent_of(srv, info["pid"])["node_id"]] = info
+        assert len(seen) == 2
+        for info in seen.values():
+            assert info["uid"] == pwd.getpwnam("nobody").pw_uid and info["groups"] == []
+            assert info["interfaces"] == ["lo"]
+            assert info["connect"] == "ConnectionRefusedError"  # its node's agent is not on its loopback
+            assert info["setns"] in ("PermissionError", "LookupError")  # nor can it step into the agent's network
+            assert info["read"] in ("PermissionError", "FileNotFoundError")  # nor read Ray's token
+            assert info["caps"] == dict.fromkeys(info["caps"], 0) and info["no_new_privs"] == 1
+    finally:
+        srv.stop()
+        shutil.rmtree(data)
 
 
 def _frame(payload: bytes, length: int | None = None) -> bytes:
