@@ -32,7 +32,7 @@ def test_ppo_learns_cartpole_over_http(server: Server) -> None:
         model = sb3.PPO("MlpPolicy", env, n_steps=512, batch_size=64, learning_rate=1e-3, seed=0, device="cpu")
         model.set_random_seed(0)
         before = mean_return(model, env, 5)  # the policy as it samples: untrained, about random
-        model.learn(total_timesteps=12_000)
+        model.learn(total_timesteps=8_000)
         after = mean_return(model, env, 5)
     finally:
         env.close()
