@@ -139,6 +139,8 @@ class NodeInfo(msgspec.Struct):
     cpus: float
     envs: int  # env processes alive there
     lost: str | None  # why the server no longer uses it
+    resources: dict[str, float]  # Ray's totals for it (CPU, GPU, custom ones)
+    held: dict[str, float]  # what its envs' creates asked of those
 
 
 class Stats(msgspec.Struct):

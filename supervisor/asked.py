@@ -6,9 +6,17 @@ import msgspec
 from msgspec import Meta
 
 
+Resources = Annotated[
+    dict[Annotated[str, Meta(min_length=1, max_length=64)], Annotated[float, Meta(ge=0)]], Meta(max_length=16)
+]
+
+
 class AskedLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     memory_mb: Annotated[int, Meta(ge=0)] = 0
     cpu_seconds: Annotated[float, Meta(ge=0)] = 0
+    # With --backend ray: what the env holds of its node's Ray resources ({"CPU": 1, "GPU": 1}),
+    # which decides where it may run (one machine ignores them: it is the only place).
+    resources: Resources = {}
 
 
 NONE_ASKED = AskedLimits()

@@ -95,21 +95,34 @@ class RayBackend:
         self, instance_id: str, env_id: str, kwargs: dict[str, Any], seed: int | None, restarts: int,
         asked: AskedLimits, owner: str, memory_cap: int, on_death: Callable[[EnvHandle], bool],
     ) -> EnvHandle:
-        """A handle on the least loaded node (live envs and launches per CPU); the node completes
-        its limits (user, cgroup) as it forks it."""
+        """A handle on the least loaded node (live envs and launches per CPU) of those with the
+        resources it asks free; the node completes its limits (user, cgroup) as it forks it."""
         live = [node for node in self._nodes.values() if node.lost is None]
         if not live:
             raise ServerBusy("no node of the Ray cluster has an agent running now; retry")
-        node = min(live, key=lambda n: n.load)
+        want = asked.resources
+        fit = [node for node in live if node.fits(want)]
+        if not fit:
+            free = "; ".join(f"{n.node} ({n.node_id[:8]}): {n.free(want)}" for n in live)
+            raise ServerBusy(f"no node of the Ray cluster has {_words(want)} free now (free: {free}); retry when "
+                             "an env closes, or ask for less")
+        node = min(fit, key=lambda n: n.load)
         limits = self.limits
-        return EnvHandle(
+        handle = EnvHandle(
             node, instance_id, env_id, kwargs, seed, asked_limits(limits, asked, memory_cap, self._address_space),
             limits.max_lifetime, restarts=restarts, max_reply=limits.max_reply_mb * 2**20, on_death=on_death,
-            owner=owner,
+            on_exit=node.release, owner=owner,
         )
+        handle.resources = want
+        node.hold(handle, want)  # now: the next create must see it taken
+        return handle
 
     async def start(self, handle: EnvHandle, timeout: float) -> None:
-        await handle.start(timeout)  # a failed one's user and cgroup are its node's to free
+        try:
+            await handle.start(timeout)  # a failed one's user and cgroup are its node's to free
+        except BaseException:
+            handle.place.release(handle)  # type: ignore[attr-defined]
+            raise
 
     async def dispose(self, handle: EnvHandle, timeout: float = CLOSE_TIMEOUT, force: bool = False,
                       **how: Any) -> None:
@@ -215,7 +228,7 @@ class RayBackend:
                 self._ray.kill(actor)
                 continue
             new.append(Node(n["NodeID"], n["NodeManagerAddress"], host, port, self._secret, pid,
-                            n.get("Resources", {}).get("CPU", 1.0), actor))
+                            dict(n.get("Resources", {})), actor))
         return new
 
     async def _measure(self, handles: list[EnvHandle]) -> list[Usage | None]:
@@ -248,3 +261,7 @@ class RayBackend:
             except Exception:
                 pass
         self._ray.shutdown()
+
+
+def _words(resources: dict[str, float]) -> str:
+    return ", ".join(f"{name} {amount:g}" for name, amount in resources.items())

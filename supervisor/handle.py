@@ -71,6 +71,7 @@ class EnvHandle:
         self._restart_follows = False
         self._fate: Fate | None = None
         self.reserve = False  # the server's own (the health probe, a pooled env): counted in no limit
+        self.resources: dict[str, float] = {}  # of its node's, as its create asked (placement only)
         self.instance_id = instance_id
         self.env_id = env_id
         self.kwargs = kwargs

@@ -23,13 +23,15 @@ class Node:
     """Owns the control connection to one agent, the launches and usage readings it waits for,
     and the future end of every env process alive on the node."""
 
-    def __init__(self, node_id: str, ip: str, host: str, port: int, secret: str, agent_pid: int, cpus: float,
-                 actor: Any = None) -> None:
+    def __init__(self, node_id: str, ip: str, host: str, port: int, secret: str, agent_pid: int,
+                 resources: dict[str, float], actor: Any = None) -> None:
         self.node = ip  # for people: where its envs run
         self.node_id = node_id  # Ray's
         self.host, self.port = host, port  # where its agent listens
         self.agent_pid = agent_pid
-        self.cpus = cpus
+        self.resources = resources  # Ray's totals for the node
+        self.cpus = resources.get("CPU", 1.0)
+        self._held: dict[Any, dict[str, float]] = {}  # env handle -> what it holds of `resources`
         self.actor = actor  # Ray's handle of the agent, to end it
         self._secret = secret
         self.lost: str | None = None  # why it is no longer used
@@ -52,6 +54,25 @@ class Node:
     @property
     def load(self) -> float:
         return (self.envs + self.launching) / max(self.cpus, 1.0)
+
+    def fits(self, want: dict[str, float]) -> bool:
+        """Whether the node has `want` free, beside what its envs hold."""
+        return all(self._free(name) >= amount for name, amount in want.items())
+
+    def free(self, want: dict[str, float]) -> str:
+        """What is free of the resources in `want`, in words."""
+        return ", ".join(f"{name} {self._free(name):g} of {self.resources.get(name, 0):g}" for name in want)
+
+    def hold(self, handle: Any, want: dict[str, float]) -> None:
+        if want:
+            self._held[handle] = want
+
+    def release(self, handle: Any) -> None:
+        """Its process ended, or never started: what it held is free."""
+        self._held.pop(handle, None)
+
+    def _free(self, name: str) -> float:
+        return self.resources.get(name, 0.0) - sum(held.get(name, 0.0) for held in self._held.values())
 
     def connect(self) -> None:
         """Open the control connection, in the background (launches wait for it)."""
@@ -140,7 +161,11 @@ class Node:
 
     def info(self) -> dict[str, Any]:
         return {"node": self.node, "node_id": self.node_id, "agent": f"{self.host}:{self.port}",
-                "agent_pid": self.agent_pid, "cpus": self.cpus, "envs": self.envs, "lost": self.lost}
+                "agent_pid": self.agent_pid, "cpus": self.cpus, "envs": self.envs, "lost": self.lost,
+                "resources": {name: self.resources.get(name, 0.0) for name in sorted(self.resources)
+                              if not name.startswith(("node:", "object_store", "memory"))},
+                "held": {name: self.resources.get(name, 0.0) - self._free(name) for name in
+                         sorted({n for held in self._held.values() for n in held})}}
 
     # --- the control connection ---
 

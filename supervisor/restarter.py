@@ -134,4 +134,5 @@ class Restarter:
 
 def _asked(old: "EnvHandle") -> AskedLimits:
     """A restarted env keeps the limits its create asked for."""
-    return AskedLimits(memory_mb=old.limits.address_space_mb, cpu_seconds=old.limits.cpu_seconds)
+    return AskedLimits(memory_mb=old.limits.address_space_mb, cpu_seconds=old.limits.cpu_seconds,
+                       resources=old.resources)

@@ -110,12 +110,13 @@ class RayServer(Server):
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
-    """A Ray cluster of two simulated nodes of one CPU each, started once for the session: its address."""
+    """A Ray cluster of two simulated nodes of one CPU each (the second with a `sim_gpu`), started
+    once for the session: its address."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
-        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=1, resources={"sim_gpu": 1})  # a custom resource only this node has
         cluster.wait_for_nodes()
         yield cluster.address
     finally:

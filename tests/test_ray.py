@@ -174,6 +174,25 @@ def test_admin_views_name_each_env_s_node(ray_server: RayServer) -> None:
         c.post(f"/v1/envs/{iid}/close/")
 
 
+def test_creates_go_where_what_they_ask_is_free_and_hold_it_until_their_end(ray_server: RayServer) -> None:
+    with httpx.Client(base_url=ray_server.url, timeout=30) as c:
+        gpu_node = next(n for n in ray_server.agents() if n["resources"].get("sim_gpu"))
+        first = create(c, "CartPole-v1", limits={"resources": {"sim_gpu": 1}})
+        assert agent_of(ray_server, rows(c)[first]["pid"])["node_id"] == gpu_node["node_id"]
+        held = {n["node_id"]: n["held"] for n in ray_server.agents()}
+        assert held[gpu_node["node_id"]] == {"sim_gpu": 1.0}
+        r = c.post("/v1/envs/", json={"env_id": "CartPole-v1", "limits": {"resources": {"sim_gpu": 1}}})
+        assert r.status_code == 503, r.text
+        assert "sim_gpu 1 free" in r.json()["message"] and "sim_gpu 0 of 1" in r.json()["message"]
+        assert c.post(f"/v1/envs/{first}/close/").status_code == 204
+        again = create(c, "CartPole-v1", limits={"resources": {"sim_gpu": 1}})  # its end freed it
+        cpus = [create(c, "CartPole-v1", limits={"resources": {"CPU": 1}}) for _ in range(2)]  # one CPU per node
+        assert len({agent_of(ray_server, rows(c)[iid]["pid"])["node_id"] for iid in cpus}) == 2
+        assert c.post("/v1/envs/", json={"env_id": "CartPole-v1", "limits": {"resources": {"CPU": 1}}}).status_code == 503
+        for iid in [again, *cpus]:
+            c.post(f"/v1/envs/{iid}/close/")
+
+
 def test_backend_ray_without_ray_exits_2_naming_the_extra(tmp_path: Path) -> None:
     fake = tmp_path / "ray"
     fake.mkdir()
