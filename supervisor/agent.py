@@ -10,6 +10,7 @@ import os
 import socket
 from typing import Any
 
+from envproc.protocol import EnvLimits
 from supervisor import agentwire as wire
 from supervisor.limits import Limits
 from supervisor.local import LocalBackend
@@ -36,7 +37,7 @@ class Agent:
         self._listener: socket.socket | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._parked: dict[tuple[int, str], asyncio.Future[socket.socket]] = {}
-        self._live: dict[int, Any] = {}  # pid -> its EnvLimits
+        self._live: dict[int, EnvLimits] = {}  # pid -> its limits, as placed here
         self._tasks: set[asyncio.Future[Any]] = set()
         self._greeting = 0  # connections yet to say who they are
 

@@ -331,11 +331,7 @@ class EnvHandle:
                 self._restart_follows = self._on_death(self)
 
     def _signal_group(self) -> None:
-        """SIGKILL the env's process group, helpers included, and the env itself while unreaped.
-
-        The group is signalled even after the env is reaped: its helpers live on in it, and a
-        group id is not given to a new process while the group has members.
-        """
+        """SIGKILL the env's process group and cgroup, through its place (see LocalBackend.kill)."""
         if self.pid is not None:
             self._place.kill(self.pid, self.limits.cgroup, self._exited is not None and self._exited.done())
 
